@@ -1,0 +1,1 @@
+"""lengen: length generalization in decoder-only Transformers."""

@@ -1,0 +1,149 @@
+"""The `lengen` command: LightningCLI's fit, validate, test and predict, plus `lengen plugins`.
+
+Every plugin is imported before parsing, so short class names (`pos_encoding: RoPE`) resolve. Bad
+input exits non-zero with one line on stderr, no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import yaml
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+# Imported so that configs can name the data modules by their short class names.
+from lengen.data.tasks import TaskDataModule  # noqa: F401
+from lengen.data.text import TextDataModule  # noqa: F401
+from lengen.module import LengenModule
+from lengen.plugins import GROUPS, PluginConflict, available_names, discover, discover_all
+from lengen.positional import PositionOutOfRange
+
+# The last component of a config key that takes a plugin -> its entry-point group.
+PLUGIN_KEYS = {
+    "pos_encoding": GROUPS["positional_encodings"],
+    "task": GROUPS["tasks"],
+    "metrics": GROUPS["metrics"],
+    "callbacks": GROUPS["callbacks"],
+}
+
+
+class UsageError(Exception):
+    """Bad input found by the CLI; its message is the one line printed."""
+
+
+def one_line_error(message: str) -> str:
+    """Turn jsonargparse's multi-line error into one line; name the choices for a plugin key."""
+    nested = re.search(r"unknown \w+ '[^']*'; available in [^\n]*", message)
+    if nested:  # raised by the parser of a nested class (e.g. the task inside data)
+        return nested.group(0)
+    unknown = re.search(r"Expected a path but (\S+) either not accessible", message)
+    keys = re.findall(r'Parser key "([\w.]+)"', message)
+    if unknown and keys:
+        key = keys[-1].split(".")[-1]
+        if key in PLUGIN_KEYS:
+            group = PLUGIN_KEYS[key]
+            names = ", ".join(available_names(group)) or "none installed"
+            return f"unknown {key} {unknown.group(1)!r}; available in {group}: {names}"
+    return " ".join(line.strip(" -") for line in message.splitlines() if line.strip(" -"))
+
+
+class LengenArgumentParser(LightningArgumentParser):
+    def error(self, message: str, ex: Exception | None = None):
+        raise UsageError(one_line_error(message))
+
+
+class LengenCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+
+    def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand in ("validate", "test"):
+            parser.set_defaults(verbose=False)  # lengen prints its own per-length table
+        return parser
+
+    def before_instantiate_classes(self) -> None:
+        parser = self._subcommand_parsers[self.subcommand] if self.subcommand else self.parser
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand in ("validate", "test", "predict") and config.ckpt_path == "last":
+            config.ckpt_path = str(newest_checkpoint(config.trainer.default_root_dir or "."))
+            print(f"lengen: using the newest checkpoint {config.ckpt_path}")
+        self._run_config = yaml.safe_load(parser.dump(config, skip_validation=True))
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as error:  # constructors validate their arguments with one-line errors
+            raise UsageError(str(error)) from error
+        self.model.run_config = self._run_config
+
+
+def newest_checkpoint(root_dir: str) -> Path:
+    """The most recently written *.ckpt below `root_dir` (what `--ckpt_path last` means)."""
+    checkpoints = list(Path(root_dir).rglob("*.ckpt"))
+    if not checkpoints:
+        raise UsageError(
+            f"--ckpt_path last: no checkpoint (*.ckpt) below {root_dir}; run `lengen fit` with "
+            "the same trainer.default_root_dir first, or pass a checkpoint path"
+        )
+    return max(checkpoints, key=lambda path: path.stat().st_mtime)
+
+
+def print_plugins(as_json: bool) -> None:
+    """`lengen plugins`: a table per group (name, distribution, summary) or a JSON list."""
+    rows = [
+        {"group": group, **plugin}
+        for group in GROUPS.values()
+        for plugin in (
+            {"name": p.name, "distribution": p.distribution, "error": p.error, "summary": p.summary}
+            for p in discover(group).values()
+        )
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    for group in GROUPS.values():
+        group_rows = [row for row in rows if row["group"] == group]
+        print(f"{group} ({len(group_rows)})")
+        if not group_rows:
+            print("  (none installed)")
+        name_width = max((len(row["name"]) for row in group_rows), default=0) + 2
+        dist_width = max((len(row["distribution"]) for row in group_rows), default=0) + 2
+        for row in group_rows:
+            name = row["name"].ljust(name_width)
+            print(f"  {name}{row['distribution'].ljust(dist_width)}{row['summary']}")
+        print()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `lengen` console script; `argv` defaults to sys.argv[1:]."""
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        if args[:1] == ["plugins"]:
+            extra = [arg for arg in args[1:] if arg != "--json"]
+            if extra:
+                raise UsageError(f"lengen plugins takes only --json, got {' '.join(extra)}")
+            print_plugins(as_json="--json" in args)
+            return
+        discover_all()
+        LengenCLI(
+            LengenModule,
+            LightningDataModule,
+            subclass_mode_data=True,
+            parser_class=LengenArgumentParser,
+            save_config_kwargs={"overwrite": False},
+            args=argv,
+        )
+    except (UsageError, PluginConflict, PositionOutOfRange) as error:
+        print(f"lengen: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

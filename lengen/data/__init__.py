@@ -1,0 +1,1 @@
+"""Data modules: task examples and language-model text."""

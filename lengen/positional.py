@@ -1,0 +1,86 @@
+"""The one interface every positional encoding implements.
+
+An encoding overrides only the hook of its family; the others stay identities:
+
+- absolute (learned, sinusoidal): `embed` changes the token embeddings from integer positions;
+- rotary family (RoPE, xPos, ...): `rotate` transforms queries and keys from integer positions;
+- additive bias family (ALiBi, T5, ...): `score_bias` gives the bias added to the attention scores
+  as an elementwise function of (head, query position, key position).
+
+Positions are explicit integer tensors passed by the decoder, so offsets, padding and cached
+decoding need no change inside an encoding. `score_bias` is written with broadcasting torch ops, so
+the same function can be materialised for `scaled_dot_product_attention` (see `build_bias`) or used
+as a FlexAttention `score_mod`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """The decoder sizes an encoding may need to build its parameters."""
+
+    d_model: int
+    n_head: int
+    head_dim: int
+
+
+class PositionalEncoding(nn.Module):
+    """Base class: every hook is an identity, so the base itself behaves as "no position"."""
+
+    def bind(self, dims: ModelDims) -> None:
+        """Called once by the decoder before training; build parameters that depend on sizes."""
+        self.dims = dims
+
+    def check_positions(self, max_position: int) -> None:
+        """Raise `PositionOutOfRange` if `max_position` cannot be encoded (e.g. past a table)."""
+
+    def embed(self, token_embeddings: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) token embeddings, (B, T) int positions -> (B, T, C)."""
+        return token_embeddings
+
+    def rotate(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        query_positions: torch.Tensor,
+        key_positions: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, nh, Tq, hs) query, (B, nh, Tk, hs) key, (B, Tq) and (B, Tk) int positions."""
+        return query, key
+
+    def score_bias(
+        self, head: torch.Tensor, query_position: torch.Tensor, key_position: torch.Tensor
+    ) -> torch.Tensor:
+        """Bias added to the scaled score q.k/sqrt(hs), elementwise over broadcastable int tensors.
+
+        Only called when a subclass overrides it (see `has_score_bias`).
+        """
+        raise NotImplementedError
+
+    @property
+    def has_score_bias(self) -> bool:
+        return type(self).score_bias is not PositionalEncoding.score_bias
+
+
+class PositionOutOfRange(ValueError):
+    """A position beyond what an encoding can represent; the message is one line for the CLI."""
+
+
+def build_bias(
+    encoding: PositionalEncoding,
+    n_head: int,
+    query_positions: torch.Tensor,
+    key_positions: torch.Tensor,
+) -> torch.Tensor:
+    """Materialise `encoding.score_bias` for (B, Tq) and (B, Tk) positions -> (B, nh, Tq, Tk)."""
+    head = torch.arange(n_head, device=query_positions.device).view(1, n_head, 1, 1)
+    query = query_positions[:, None, :, None]  # (B, 1, Tq, 1)
+    key = key_positions[:, None, None, :]  # (B, 1, 1, Tk)
+    bias = encoding.score_bias(head, query, key)
+    return bias.expand(query_positions.shape[0], n_head, query.shape[2], key.shape[3])

@@ -1,0 +1,1 @@
+"""Positional encoding plugins (entry-point group `lengen.positional_encodings`)."""

@@ -1,0 +1,54 @@
+"""ALiBi: attention scores penalised linearly with distance, one slope per head."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lengen.positional import ModelDims, PositionalEncoding
+
+
+def alibi_slopes(n_head: int) -> list[float]:
+    """The per-head slopes of Press et al. 2022, head 0 first.
+
+    For n_head a power of two: the geometric sequence 2^(-8/n), 2^(-16/n), ..., 2^(-8).
+    Otherwise, with m the largest power of two <= n_head: the m slopes for m heads, followed by
+    every other slope (indices 0, 2, 4, ...) of the 2m-head sequence for the n_head - m others.
+    """
+    if n_head < 1:
+        raise ValueError(f"alibi_slopes: n_head={n_head} must be >= 1")
+
+    def power_of_two_slopes(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * (i + 1) / n) for i in range(n)]
+
+    m = 2 ** math.floor(math.log2(n_head))
+    if m == n_head:
+        return power_of_two_slopes(n_head)
+    return power_of_two_slopes(m) + power_of_two_slopes(2 * m)[0::2][: n_head - m]
+
+
+class ALiBi(PositionalEncoding):
+    """ALiBi: a fixed linear distance penalty per head added to the attention scores (Press et al.).
+
+    Press, Smith, Lewis 2022, "Train Short, Test Long: Attention with Linear Biases Enables Input
+    Length Extrapolation" (ICLR). The bias added to the scaled score of query position q and key
+    position k in head h is `-slope[h] * (q - k)`: a key d positions in the past costs slope * d
+    (in score units); keys in the future are masked by the decoder. Slopes from `alibi_slopes`.
+    No parameters and no hyperparameters.
+
+    The slopes are recomputed in float32 from a Python list at each call rather than kept as a
+    floating buffer, so `model.to(torch.bfloat16)` cannot round them.
+    """
+
+    def bind(self, dims: ModelDims) -> None:
+        super().bind(dims)
+        self.slopes = alibi_slopes(dims.n_head)
+
+    def score_bias(
+        self, head: torch.Tensor, query_position: torch.Tensor, key_position: torch.Tensor
+    ) -> torch.Tensor:
+        """Broadcastable int tensors (head, q, k) -> float32 bias of their broadcast shape."""
+        slopes = torch.tensor(self.slopes, dtype=torch.float32, device=head.device)  # (nh,)
+        distance = (query_position - key_position).to(torch.float32)  # > 0 for past keys
+        return -slopes[head] * distance

@@ -1,0 +1,1 @@
+"""Task plugins (entry-point group `lengen.tasks`)."""

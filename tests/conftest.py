@@ -1,0 +1,29 @@
+"""Shared fixtures: fake third-party distributions, declared by an entry_points.txt on sys.path."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from lengen.plugins import discover
+
+
+def write_distribution(root: Path, name: str, entry_points: str, modules: dict[str, str]) -> Path:
+    """Write an installed-looking distribution (a .dist-info folder and its modules) under root."""
+    dist_info = root / f"{name.replace('-', '_')}-0.1.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
+    for module, source in modules.items():
+        (root / f"{module}.py").write_text(textwrap.dedent(source))
+    return root
+
+
+@pytest.fixture
+def fresh_discovery():
+    """Forget cached discovery before and after the test (tests change sys.path)."""
+    discover.cache_clear()
+    yield
+    discover.cache_clear()

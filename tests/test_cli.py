@@ -27,6 +27,7 @@ def tiny(root: Path) -> list[str]:
         "--trainer.default_root_dir", str(root / "runs"),
         "--trainer.max_steps", "6",
         "--trainer.val_check_interval", "3",
+        "--trainer.log_every_n_steps", "1",
         "--trainer.enable_progress_bar", "false",
         "--model.n_layer", "1",
         "--model.d_model", "32",

@@ -31,7 +31,25 @@ class ModelDims:
 
 
 class PositionalEncoding(nn.Module):
-    """Base class: every hook is an identity, so the base itself behaves as "no position"."""
+    """Base class: every hook is an identity, so the base itself behaves as "no position".
+
+    Values that a curriculum callback moves during training (a blend factor, a scale) are 0-dim
+    float32 buffers named in `schedulable`: buffers, so they are saved in checkpoints and do not
+    recompile under torch.compile; float32 even after `model.to(torch.bfloat16)` (see `_apply`).
+    """
+
+    schedulable: tuple[str, ...] = ()
+
+    def schedulable_values(self) -> dict[str, torch.Tensor]:
+        """name -> 0-dim float32 buffer; a callback changes one in place with `fill_`."""
+        return {name: getattr(self, name) for name in self.schedulable}
+
+    def _apply(self, fn, recurse: bool = True):
+        before = {name: getattr(self, name) for name in self.schedulable}
+        super()._apply(fn, recurse)
+        for name, value in before.items():  # follow the device, but never round the value
+            setattr(self, name, value.to(getattr(self, name).device))
+        return self
 
     def bind(self, dims: ModelDims) -> None:
         """Called once by the decoder before training; build parameters that depend on sizes."""
@@ -66,6 +84,17 @@ class PositionalEncoding(nn.Module):
     @property
     def has_score_bias(self) -> bool:
         return type(self).score_bias is not PositionalEncoding.score_bias
+
+
+def set_schedulable(encoding: PositionalEncoding, name: str, value: float) -> None:
+    """Set the schedulable value `name` of `encoding` in place; unknown names are a clear error."""
+    values = encoding.schedulable_values()
+    if name not in values:
+        accepted = ", ".join(values) or "none"
+        raise ValueError(
+            f"{type(encoding).__name__} has no schedulable value {name!r}; it has: {accepted}"
+        )
+    values[name].fill_(value)
 
 
 class PositionOutOfRange(ValueError):

@@ -348,3 +348,21 @@ def test_bad_arguments_raise_a_clear_value_error(make, match):
     with pytest.raises(ValueError, match=match) as error:
         make()
     assert "\n" not in str(error.value)
+
+
+def test_schedulable_values_stay_float32_and_are_set_by_name():
+    from lengen.positional import PositionalEncoding, set_schedulable
+
+    class Scaled(PositionalEncoding):
+        schedulable = ("scale",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("scale", torch.tensor(1.37, dtype=torch.float32))
+
+    encoding = Scaled().to(torch.bfloat16)
+    assert encoding.scale.dtype == torch.float32 and float(encoding.scale) == pytest.approx(1.37)
+    set_schedulable(encoding, "scale", 2.5)
+    assert float(encoding.state_dict()["scale"]) == 2.5
+    with pytest.raises(ValueError, match="no schedulable value 'alpha'; it has: scale"):
+        set_schedulable(encoding, "alpha", 0.0)

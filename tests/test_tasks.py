@@ -1,4 +1,4 @@
-"""Task plugins: deterministic by seed, requested lengths honoured, targets checked independently."""
+"""Task plugins: deterministic by seed, requested lengths, targets checked independently."""
 
 from __future__ import annotations
 

@@ -17,4 +17,3 @@ class ExactMatch(LengthMetric):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         correct = (generated == batch.targets).all(dim=1)
         return correct.double(), torch.ones_like(correct, dtype=torch.float64)
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 from pathlib import Path
 
@@ -73,6 +74,7 @@ class LengenModule(L.LightningModule):
             }
         )
         self.run_config: dict | None = None  # set by the CLI; written into results.json
+        self.checkpoint_step = 0  # optimizer steps of the loaded checkpoint (test/validate)
 
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor | None = None
@@ -135,7 +137,38 @@ class LengenModule(L.LightningModule):
     def predict_step(self, batch: EvalBatch, batch_idx: int) -> dict[str, torch.Tensor]:
         """Greedy generations of a task batch beside its targets and lengths."""
         generated = self.greedy_generate(batch)
-        return {"lengths": batch.lengths, "generated": generated, "targets": batch.targets}
+        prompts = [row[1 : n - 1] for row, n in zip(batch.input_ids.tolist(), batch.prompt_lengths)]
+        return {
+            "lengths": batch.lengths,
+            "inputs": prompts,  # the input tokens, without BOS and SEP
+            "generated": generated,
+            "targets": batch.targets,
+        }
+
+    def on_predict_epoch_end(self) -> None:
+        """Write predictions.jsonl: one line per example with its target and generation."""
+        if not self.trainer.is_global_zero:
+            return
+        task = self.trainer.datamodule.task
+        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(out_dir / "predictions.jsonl", "w") as file:
+            for batch in self.trainer.predict_loop.predictions:
+                for length, inputs, generated, target in zip(
+                    batch["lengths"].tolist(),
+                    batch["inputs"],
+                    batch["generated"].tolist(),
+                    batch["targets"].tolist(),
+                ):
+                    record = {
+                        "length": length,
+                        "input": " ".join(task.decode(inputs)),
+                        "target": " ".join(task.decode([t for t in target if t != PAD])),
+                        "generated": " ".join(task.decode([t for t in generated if t != PAD])),
+                        "exact_match": generated == target,
+                    }
+                    file.write(json.dumps(record) + "\n")
+        print(f"predictions: {out_dir / 'predictions.jsonl'}")
 
     def _finish_split(self, split: str) -> dict[str, dict[int, float]]:
         """Log per-length scalars and the figure; return {metric: {length: value}}."""
@@ -178,10 +211,13 @@ class LengenModule(L.LightningModule):
             metrics=results,
             train_max_length=self._train_max_length(),
             pos_encoding=type(self.decoder.pos_encoding).__name__,
-            global_step=self.global_step,
+            global_step=max(self.global_step, self.checkpoint_step),
             config=self.run_config,
         )
         print(f"results: {out_dir / 'results.json'}, figure: {out_dir / 'metrics_vs_length.png'}")
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.checkpoint_step = checkpoint.get("global_step", 0)
 
     def configure_optimizers(self):
         hp = self.hparams

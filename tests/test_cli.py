@@ -80,6 +80,7 @@ def test_test_from_the_checkpoint_writes_table_figure_results_and_scalars(fitted
     assert set(results["metrics"]) == {"exact_match", "token_accuracy"}
     assert set(results["metrics"]["exact_match"]) == {"2", "4", "8"}
     assert results["pos_encoding"] == "ALiBi" and results["train_max_length"] == 4
+    assert results["global_step"] == 6  # the steps the checkpoint was trained for
     assert results["config"]["model"]["pos_encoding"]["class_path"].endswith("ALiBi")
     assert (log_dir / "metrics_vs_length.png").stat().st_size > 0
 
@@ -125,3 +126,16 @@ def test_last_checkpoint_without_any_is_a_clear_error(tmp_path):
     result = lengen("test", *tiny(tmp_path), "--ckpt_path", "last", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "no checkpoint" in result.stderr
+
+
+def test_predict_writes_one_line_per_test_example(fitted):
+    result = lengen(
+        "predict", *tiny(fitted), "--model.pos_encoding", "ALiBi", "--ckpt_path", "last", cwd=fitted
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    path = Path(result.stdout.split("predictions: ")[1].split()[0])
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted(record["length"] for record in records) == [2] * 8 + [4] * 8 + [8] * 8
+    for record in records:
+        assert record["target"] == record["input"] + " <eos>"  # the Copy task
+        assert record["exact_match"] == (record["generated"] == record["target"])

@@ -18,7 +18,7 @@ from pathlib import Path
 import datasets
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
 
 from lengen.metric import EvalBatch
 from lengen.task import PAD, Example, Task
@@ -116,6 +116,19 @@ def load_or_build_eval_set(
     except OSError:
         shutil.rmtree(partial)  # another process saved the same set first
     return datasets.load_from_disk(str(path))
+
+
+class FixedBatches(Sampler):
+    """A batch sampler over precomputed index batches (a class, so Lightning can re-create it)."""
+
+    def __init__(self, batches: list[list[int]]) -> None:
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 def batches_by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -216,7 +229,9 @@ class TaskDataModule(L.LightningDataModule):
     def _eval_dataloader(self, split: str) -> DataLoader:
         examples = self.eval_sets[split]
         batches = batches_by_length([example.length for example in examples], self.eval_batch_size)
-        return DataLoader(examples, batch_sampler=batches, collate_fn=collate_examples)
+        return DataLoader(
+            examples, batch_sampler=FixedBatches(batches), collate_fn=collate_examples
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_dataloader("val")

@@ -40,7 +40,7 @@ class LengenModule(L.LightningModule):
         d_mlp: int | None = None,
         dropout: float = 0.0,
         tie_embeddings: bool = True,
-        attention: str = "sdpa",
+        attention: str = "auto",
         lr: float = 1e-3,
         weight_decay: float = 0.1,
         warmup_steps: int = 100,
@@ -75,10 +75,13 @@ class LengenModule(L.LightningModule):
         self.run_config: dict | None = None  # set by the CLI; written into results.json
 
     def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(B, T) token ids -> (B, T, vocab_size) logits."""
-        return self.decoder(input_ids, positions)
+        """(B, T) token ids -> (B, T, vocab_size) logits (see `Decoder.forward`)."""
+        return self.decoder(input_ids, positions, attention_mask)
 
     @staticmethod
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -92,11 +95,38 @@ class LengenModule(L.LightningModule):
         return loss
 
     @torch.no_grad()
-    def greedy_generate(self, batch: EvalBatch) -> torch.Tensor:
+    def greedy_generate(self, batch: EvalBatch, use_cache: bool = True) -> torch.Tensor:
         """Greedy continuation of each prompt for exactly its target's length (EOS included).
 
+        Uses a KV cache (prompts left-padded, positions from the attention mask, so every row's
+        positions continue from its own prompt) unless `use_cache` is False or the encoding
+        declares `supports_kv_cache = False`; then every step recomputes the whole sequence.
         Returns (B, max target length) token ids laid out like `batch.targets`.
         """
+        if use_cache and self.decoder.pos_encoding.supports_kv_cache:
+            return self._greedy_generate_cached(batch)
+        return self._greedy_generate_uncached(batch)
+
+    def _greedy_generate_cached(self, batch: EvalBatch) -> torch.Tensor:
+        device = batch.input_ids.device
+        prompt_width = int(batch.prompt_lengths.max())
+        # Left-pad the prompts: row b's prompt ends at column prompt_width - 1.
+        source = torch.arange(prompt_width, device=device) - (
+            prompt_width - batch.prompt_lengths[:, None]
+        )  # (B, P): column -> index into the row's prompt, < 0 on padding
+        prompt_mask = source >= 0
+        prompts = batch.input_ids.gather(1, source.clamp(min=0)).masked_fill(~prompt_mask, PAD)
+        cache = self.decoder.new_cache()
+        logits = self.decoder(prompts, attention_mask=prompt_mask, cache=cache)  # (B, P, V)
+        generated = torch.full_like(batch.targets, PAD)
+        for step in range(batch.targets.shape[1]):
+            next_token = logits[:, -1].argmax(dim=-1)  # (B,)
+            generated[:, step] = next_token.masked_fill(step >= batch.target_lengths, PAD)
+            if step + 1 < batch.targets.shape[1]:
+                logits = self.decoder(generated[:, step, None], cache=cache)  # (B, 1, V)
+        return generated
+
+    def _greedy_generate_uncached(self, batch: EvalBatch) -> torch.Tensor:
         batch_size, width = batch.targets.shape
         rows = torch.arange(batch_size, device=batch.input_ids.device)
         tokens = torch.full(

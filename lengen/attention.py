@@ -69,7 +69,8 @@ def reference_attention(
     if bias is not None:
         scores = scores + bias
     scores = causal_bias(scores)
-    weights = torch.softmax(scores.float(), dim=-1).to(value.dtype)
+    compute_dtype = torch.promote_types(scores.dtype, torch.float32)  # float64 stays float64
+    weights = torch.softmax(scores, dim=-1, dtype=compute_dtype).to(value.dtype)
     weights = F.dropout(weights, p=dropout_p)
     return weights @ value  # (B, nh, Tq, hs)
 

@@ -28,6 +28,11 @@ class LengenModule(L.LightningModule):
     `warmup_steps` and then follows a cosine down to `min_lr_ratio * lr` at `trainer.max_steps`
     (constant when max_steps is not set). `metrics`: per-length metric plugins; None means every
     installed metric plugin with its default arguments.
+
+    `init_from`: a checkpoint (e.g. trained with another encoding) whose weights start `fit`:
+    every tensor whose name and shape match is loaded, the rest (the new encoding's own parameters
+    and buffers) keep their initialisation, and one line reports what was not loaded or not used.
+    Applied in `setup("fit")`, so resuming with `--ckpt_path` still restores the full checkpoint.
     """
 
     def __init__(
@@ -46,8 +51,11 @@ class LengenModule(L.LightningModule):
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
         metrics: list[LengthMetric] | None = None,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
+        if init_from is not None and not Path(init_from).is_file():
+            raise ValueError(f"init_from={init_from!r} is not a checkpoint file")
         self.save_hyperparameters()
         self.decoder = Decoder(
             vocab_size=vocab_size,
@@ -73,6 +81,30 @@ class LengenModule(L.LightningModule):
             }
         )
         self.run_config: dict | None = None  # set by the CLI; written into results.json
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.init_from is not None:
+            print(self.load_matching_weights(self.hparams.init_from))
+
+    def load_matching_weights(self, path: str) -> str:
+        """Load every tensor of checkpoint `path` whose name and shape match; return one line."""
+        # weights_only=False: a Lightning checkpoint pickles the encoding in its hyperparameters.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        source = checkpoint.get("state_dict", checkpoint)
+        target = self.state_dict()
+        matching = {
+            name: tensor
+            for name, tensor in source.items()
+            if name in target and target[name].shape == tensor.shape
+        }
+        self.load_state_dict(matching, strict=False)
+        not_loaded = sorted(set(target) - set(matching))
+        unused = sorted(set(source) - set(matching))
+        return (
+            f"lengen: init_from {path}: loaded {len(matching)}/{len(target)} tensors; "
+            f"not loaded (kept initialised): {', '.join(not_loaded) or 'none'}; "
+            f"unused from the checkpoint: {', '.join(unused) or 'none'}"
+        )
 
     def forward(
         self,

@@ -49,12 +49,16 @@ def encoding_class(name: str) -> type[PositionalEncoding]:
 
 
 def make_model(
-    name: str, dtype: torch.dtype = torch.float64, attention: str = "reference", seed: int = 0
+    name: str,
+    dtype: torch.dtype = torch.float64,
+    attention: str = "reference",
+    seed: int = 0,
+    n_head: int = N_HEAD,
 ) -> Decoder:
     """A tiny decoder with the encoding's example instance, in eval mode."""
     torch.manual_seed(seed)
     model = Decoder(
-        VOCAB, encoding_class(name).example(), n_layer=N_LAYER, n_head=N_HEAD, d_model=D_MODEL,
+        VOCAB, encoding_class(name).example(), n_layer=N_LAYER, n_head=n_head, d_model=D_MODEL,
         attention=attention,
     )  # fmt: skip
     return model.to(dtype).eval()
@@ -220,9 +224,11 @@ def test_one_optimizer_step_trains(name):
     assert changed, "the optimizer step changed no weight"
 
 
-def _compare_backend(name: str, backend: str, device: str, dtype: torch.dtype, grads: bool):
-    reference = make_model(name, dtype=dtype, attention="reference").to(device)
-    model = make_model(name, dtype=dtype, attention=backend).to(device)
+def _compare_backend(
+    name: str, backend: str, device: str, dtype: torch.dtype, grads: bool, n_head: int = N_HEAD
+):
+    reference = make_model(name, dtype, attention="reference", n_head=n_head).to(device)
+    model = make_model(name, dtype, attention=backend, n_head=n_head).to(device)
     model.load_state_dict(reference.state_dict())
     input_ids = random_ids(3, 21, seed=8).to(device)
     mask = torch.ones_like(input_ids)
@@ -230,7 +236,9 @@ def _compare_backend(name: str, backend: str, device: str, dtype: torch.dtype, g
     mask[2, 15:] = 0  # a right-padded row
     targets = random_ids(3, 21, seed=9).to(device).masked_fill(mask == 0, -100)
     outputs = {}
-    tolerance = {"rtol": 1e-9, "atol": 1e-9} if dtype == torch.float64 else {}
+    tolerance = (
+        {"rtol": 1e-9, "atol": 1e-9} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-4}
+    )
     for label, decoder in (("reference", reference), (backend, model)):
         with torch.set_grad_enabled(grads):
             logits = decoder(input_ids, attention_mask=mask)
@@ -263,7 +271,8 @@ def test_backend_matches_the_reference_on_cpu(name, backend):
 @parametrize_names
 def test_backend_matches_the_reference_on_cuda(name, backend):
     """Outputs and gradients in float32, flex compiled (learned bias parameters included)."""
-    _compare_backend(name, backend, "cuda", torch.float32, grads=True)
+    # Two heads of 16 dims: the compiled FlexAttention kernels need head_dim >= 16.
+    _compare_backend(name, backend, "cuda", torch.float32, grads=True, n_head=2)
 
 
 def _eval_batch(prompt_lengths: list[int], target_lengths: list[int], seed: int) -> EvalBatch:

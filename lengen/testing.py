@@ -183,6 +183,13 @@ def test_bfloat16_model_keeps_positions_and_angles_precise(name):
     )
     torch.testing.assert_close(query.double(), expected_query, rtol=1e-2, atol=1e-2)
     torch.testing.assert_close(key.double(), expected_key, rtol=1e-2, atol=1e-2)
+    # 16385 is not a bfloat16 number: an encoding that uses positions must tell it from 16384
+    # (the float64 copy above shares any bug in the encoding's own code, so check this directly).
+    probes = torch.tensor([[0, FAR_POSITION, FAR_POSITION + 1]])
+    probe_vectors = torch.ones(1, N_HEAD, 3, HEAD_DIM, dtype=torch.bfloat16)
+    rotated, _ = encoding.rotate(probe_vectors, probe_vectors, probes, probes)
+    if not torch.equal(rotated[:, :, 0], rotated[:, :, 1]):
+        assert not torch.equal(rotated[:, :, 1], rotated[:, :, 2]), "positions rounded to bf16?"
     try:
         encoding.check_positions(int(positions.max()))
     except PositionOutOfRange:
@@ -191,6 +198,9 @@ def test_bfloat16_model_keeps_positions_and_angles_precise(name):
     embedded = encoding.embed(embeddings.bfloat16(), positions)
     expected = reference.embed(embeddings.double(), positions)
     torch.testing.assert_close(embedded.double(), expected, rtol=1e-2, atol=1e-2)
+    embedded = encoding.embed(torch.zeros(1, 3, D_MODEL, dtype=torch.bfloat16), probes)
+    if not torch.equal(embedded[:, 0], embedded[:, 1]):
+        assert not torch.equal(embedded[:, 1], embedded[:, 2]), "positions rounded to bf16?"
 
 
 @parametrize_names

@@ -61,3 +61,38 @@ def test_chunked_prefill_with_a_cache_equals_one_forward(encoding):
         chunks = [model(ids[:, start : start + 5], cache=cache) for start in (0, 5, 10)]
     torch.testing.assert_close(torch.cat(chunks, dim=1), full, rtol=1e-10, atol=1e-10)
     assert cache.positions[0].tolist() == list(range(12))
+
+
+class LengthScaledRoPE(RoPE):
+    """RoPE whose scale grows with the longest position of the call (like dynamic NTK scaling)."""
+
+    supports_kv_cache = False
+
+    def _cos_sin(self, positions, dtype):
+        scale = max(1.0, (int(positions.max()) + 1) / 8)
+        frequencies = self.inverse_frequencies(dtype, positions.device) / scale
+        angles = positions.to(dtype)[:, None, :, None] * frequencies  # (B, 1, T, r/2)
+        angles = torch.cat((angles, angles), dim=-1)
+        return angles.cos(), angles.sin()
+
+
+def test_an_encoding_that_cannot_be_cached_falls_back_to_uncached_generation():
+    from lengen.model import KVCache
+    from lengen.module import LengenModule
+    from lengen.testing import _eval_batch
+
+    torch.manual_seed(0)
+    module = LengenModule(LengthScaledRoPE(), vocab_size=13, n_layer=2, d_model=32, metrics=[])
+    module = module.double().eval()
+    ids = torch.randint(0, 13, (2, 16))
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="supports_kv_cache = False"):
+            module.decoder.new_cache()
+        # Why the flag exists: a cache built anyway holds keys rotated with a stale scale.
+        cache = KVCache()
+        module.decoder(ids[:, :8], cache=cache)
+        stale = module.decoder(ids[:, 8:], cache=cache)
+        assert (stale - module.decoder(ids)[:, 8:]).abs().max() > 1e-6  # float64 noise: 1e-15
+    batch = _eval_batch([5, 9, 2], [6, 3, 8], seed=1)
+    expected = module.greedy_generate(batch, use_cache=False)
+    assert torch.equal(module.greedy_generate(batch), expected)

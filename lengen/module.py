@@ -56,7 +56,8 @@ class LengenModule(L.LightningModule):
         super().__init__()
         if init_from is not None and not Path(init_from).is_file():
             raise ValueError(f"init_from={init_from!r} is not a checkpoint file")
-        self.save_hyperparameters()
+        self.init_from = init_from  # not a hyperparameter: load_from_checkpoint must not need it
+        self.save_hyperparameters(ignore=["init_from"])
         self.decoder = Decoder(
             vocab_size=vocab_size,
             pos_encoding=pos_encoding,
@@ -83,8 +84,8 @@ class LengenModule(L.LightningModule):
         self.run_config: dict | None = None  # set by the CLI; written into results.json
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.hparams.init_from is not None:
-            print(self.load_matching_weights(self.hparams.init_from))
+        if stage == "fit" and self.init_from is not None:
+            print(self.load_matching_weights(self.init_from))
 
     def load_matching_weights(self, path: str) -> str:
         """Load every tensor of checkpoint `path` whose name and shape match; return one line."""

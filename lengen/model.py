@@ -41,6 +41,27 @@ class KVCache:
             self.values[layer] = torch.cat((self.values[layer], value), dim=2)
         return self.keys[layer], self.values[layer]
 
+    def extend(
+        self, positions: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Record the new tokens' (B, T) positions and bool mask; return those of all keys."""
+        new_mask = torch.ones_like(positions, dtype=torch.bool) if mask is None else mask
+        if self.positions is None:
+            key_positions, key_mask = positions, mask
+        else:
+            key_positions = torch.cat((self.positions, positions), dim=1)  # (B, Tk)
+            key_mask = None
+            if self.key_mask is not None or mask is not None:
+                previous = self.key_mask
+                if previous is None:
+                    previous = torch.ones_like(self.positions, dtype=torch.bool)
+                key_mask = torch.cat((previous, new_mask), dim=1)  # (B, Tk)
+        next_positions = torch.where(new_mask, positions, -1).amax(dim=1) + 1  # (B,)
+        if self.next_positions is not None:
+            next_positions = torch.maximum(self.next_positions, next_positions)
+        self.positions, self.key_mask, self.next_positions = key_positions, key_mask, next_positions
+        return key_positions, key_mask
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, d_model: int, n_head: int, dropout: float) -> None:
@@ -204,18 +225,7 @@ class Decoder(nn.Module):
                 positions = start[:, None] + (mask.long().cumsum(dim=1) - 1).clamp(min=0)
         key_positions, key_mask = positions, mask
         if cache is not None:
-            if cache.positions is not None:
-                key_positions = torch.cat((cache.positions, positions), dim=1)  # (B, Tk)
-                previous = cache.key_mask
-                if previous is not None or mask is not None:
-                    if previous is None:
-                        previous = torch.ones_like(cache.positions, dtype=torch.bool)
-                    new = torch.ones_like(positions, dtype=torch.bool) if mask is None else mask
-                    key_mask = torch.cat((previous, new), dim=1)  # (B, Tk)
-            real = torch.ones_like(positions, dtype=torch.bool) if mask is None else mask
-            last = torch.where(real, positions, -1).amax(dim=1)
-            cache.positions, cache.key_mask = key_positions, key_mask
-            cache.next_positions = torch.maximum(start, last + 1)
+            key_positions, key_mask = cache.extend(positions, mask)  # (B, Tk) each
         if key_mask is not None and bool(key_mask.all()):
             key_mask = None  # no padding: keep the fused causal path
         self.pos_encoding.check_positions(int(key_positions.max()))

@@ -48,8 +48,7 @@ def sdpa_attention(
         return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p)
     if bias is None:  # is_causal aligns top-left; cached decoding needs bottom-right
         bias = query.new_zeros(query_len, key_len)
-    else:
-        bias = bias.expand(*bias.shape[:-2], query_len, key_len).to(query.dtype)
+    bias = bias.to(query.dtype)  # (B or 1, nh or 1, Tq, Tk)
     return F.scaled_dot_product_attention(
         query, key, value, attn_mask=causal_bias(bias), dropout_p=dropout_p
     )

@@ -67,6 +67,14 @@ class LengenCLI(LightningCLI):
             parser.set_defaults(verbose=False)  # lengen prints its own per-length table
         return parser
 
+    def _parse_ckpt_path(self) -> None:
+        """Keep the command line's model: the checkpoint gives weights and buffers only.
+
+        Lightning would replace the model config by the checkpoint's hyperparameters, silently
+        undoing overrides such as `--model.pos_encoding.init_args.eval_scale 8` at test time (and
+        only for an explicit path, not for `--ckpt_path last`, which lengen resolves later).
+        """
+
     def before_instantiate_classes(self) -> None:
         parser = self._subcommand_parsers[self.subcommand] if self.subcommand else self.parser
         config = self.config[self.subcommand] if self.subcommand else self.config

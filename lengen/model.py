@@ -6,12 +6,61 @@ explicit integer positions to the encoding and chooses the attention kernel once
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lengen.attention import BACKENDS, reference_attention, sdpa_attention
+from lengen.attention import BACKENDS, KERNELS, flex_score, padding_bias, select_backend
 from lengen.positional import ModelDims, PositionalEncoding, build_bias
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer seen so far, for cached decoding (`Decoder.new_cache`).
+
+    Keys are stored after the encoding's `rotate`, so a new token only rotates its own query and
+    key. positions: (B, Tk) int positions of the cached keys; key_mask: (B, Tk) bool, False on
+    padding; next_positions: (B,) the position the next real token of each row takes.
+    """
+
+    keys: list = field(default_factory=list)  # per layer (B, nh, Tk, hs)
+    values: list = field(default_factory=list)  # per layer (B, nh, Tk, hs)
+    positions: torch.Tensor | None = None
+    key_mask: torch.Tensor | None = None
+    next_positions: torch.Tensor | None = None
+
+    def append(self, layer: int, key: torch.Tensor, value: torch.Tensor):
+        """Add this layer's new (B, nh, T, hs) key/value; return all keys/values so far."""
+        if layer == len(self.keys):
+            self.keys.append(key)
+            self.values.append(value)
+        else:
+            self.keys[layer] = torch.cat((self.keys[layer], key), dim=2)  # (B, nh, Tk, hs)
+            self.values[layer] = torch.cat((self.values[layer], value), dim=2)
+        return self.keys[layer], self.values[layer]
+
+    def extend(
+        self, positions: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Record the new tokens' (B, T) positions and bool mask; return those of all keys."""
+        new_mask = torch.ones_like(positions, dtype=torch.bool) if mask is None else mask
+        if self.positions is None:
+            key_positions, key_mask = positions, mask
+        else:
+            key_positions = torch.cat((self.positions, positions), dim=1)  # (B, Tk)
+            key_mask = None
+            if self.key_mask is not None or mask is not None:
+                previous = self.key_mask
+                if previous is None:
+                    previous = torch.ones_like(self.positions, dtype=torch.bool)
+                key_mask = torch.cat((previous, new_mask), dim=1)  # (B, Tk)
+        next_positions = torch.where(new_mask, positions, -1).amax(dim=1) + 1  # (B,)
+        if self.next_positions is not None:
+            next_positions = torch.maximum(self.next_positions, next_positions)
+        self.positions, self.key_mask, self.next_positions = key_positions, key_mask, next_positions
+        return key_positions, key_mask
 
 
 class CausalSelfAttention(nn.Module):
@@ -27,8 +76,10 @@ class CausalSelfAttention(nn.Module):
         x: torch.Tensor,
         positions: torch.Tensor,
         pos_encoding: PositionalEncoding,
-        bias: torch.Tensor | None,
+        bias,
         attention,
+        cache: KVCache | None = None,
+        layer: int = 0,
     ) -> torch.Tensor:
         batch, length, d_model = x.shape
         head_dim = d_model // self.n_head
@@ -37,6 +88,8 @@ class CausalSelfAttention(nn.Module):
         k = k.view(batch, length, self.n_head, head_dim).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(batch, length, self.n_head, head_dim).transpose(1, 2)  # (B, nh, T, hs)
         q, k = pos_encoding.rotate(q, k, positions, positions)
+        if cache is not None:
+            k, v = cache.append(layer, k, v)  # (B, nh, Tk, hs)
         dropout_p = self.dropout if self.training else 0.0
         y = attention(q, k, v, bias, dropout_p)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(batch, length, d_model)  # (B, T, C)
@@ -64,16 +117,27 @@ class Block(nn.Module):
         self.ln_mlp = nn.LayerNorm(d_model)
         self.mlp = MLP(d_model, d_mlp, dropout)
 
-    def forward(self, x, positions, pos_encoding, bias, attention) -> torch.Tensor:
-        x = x + self.attn(self.ln_attn(x), positions, pos_encoding, bias, attention)
+    def forward(
+        self, x, positions, pos_encoding, bias, attention, cache=None, layer=0
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_attn(x), positions, pos_encoding, bias, attention, cache, layer)
         return x + self.mlp(self.ln_mlp(x))
 
 
 class Decoder(nn.Module):
     """Token ids (B, T) and int positions (B, T) -> next-token logits (B, T, vocab_size).
 
-    `attention` is "sdpa" (fused kernels; the fused causal path when the encoding has no bias)
-    or "reference" (plain softmax attention, the oracle in tests).
+    `attention` picks the kernel once per model (see lengen/attention.py):
+    - "auto" (default): "flex" on CUDA when the encoding has a score bias (and dropout is 0),
+      else "sdpa"; resolved at the first forward, when the device is known;
+    - "sdpa": fused kernels; the fused causal kernel when the encoding has no bias and there is no
+      padding, else a bias materialised once per forward and shared by every layer;
+    - "flex": FlexAttention with the encoding's `score_bias` as `score_mod` and a causal block
+      mask (compiled on CUDA; on CPU torch 2.13 runs it forward only, unfused);
+    - "reference": plain softmax attention, the oracle in tests.
+    The kernel is stored as `self.attention`, a callable (query, key, value, bias, dropout_p);
+    it may be swapped (e.g. to record attention maps) and receives the bias format of
+    `self.backend`.
     """
 
     def __init__(
@@ -86,16 +150,20 @@ class Decoder(nn.Module):
         d_mlp: int | None = None,
         dropout: float = 0.0,
         tie_embeddings: bool = True,
-        attention: str = "sdpa",
+        attention: str = "auto",
     ) -> None:
         super().__init__()
         if d_model % n_head:
             raise ValueError(f"d_model={d_model} must be divisible by n_head={n_head}")
         if attention not in BACKENDS:
             raise ValueError(f"attention={attention!r} is not one of {', '.join(BACKENDS)}")
+        if attention == "flex" and dropout:
+            raise ValueError(f"attention='flex' does not support dropout={dropout}; use 'sdpa'")
         self.n_head = n_head
         self.dropout = dropout
-        self.attention = sdpa_attention if attention == "sdpa" else reference_attention
+        self.backend = attention if attention != "auto" or dropout else "sdpa"
+        self._resolve_backend = attention == "auto" and not dropout  # at the first forward
+        self.attention = KERNELS[self.backend]
         self.token_embedding = nn.Embedding(vocab_size, d_model)
         self.pos_encoding = pos_encoding
         pos_encoding.bind(ModelDims(d_model=d_model, n_head=n_head, head_dim=d_model // n_head))
@@ -115,20 +183,85 @@ class Decoder(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
+    def new_cache(self) -> KVCache:
+        """An empty KV cache; raises ValueError if the encoding declares it cannot be cached."""
+        if not self.pos_encoding.supports_kv_cache:
+            raise ValueError(
+                f"{type(self.pos_encoding).__name__} declares supports_kv_cache = False (its "
+                "outputs depend on the whole sequence); decode without a cache"
+            )
+        return KVCache()
+
     def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, vocab_size) logits.
+
+        positions: (B, T) int positions; None derives them: 0, 1, ... (continuing from `cache`),
+        or from `attention_mask` as cumsum(mask) - 1 so each row's real tokens count from 0
+        whatever its padding. attention_mask: (B, T) 1 for real tokens, 0 for padding (left or
+        right); padded keys are masked. cache: a `KVCache` from `new_cache`, extended in place;
+        the new tokens attend to every cached real token.
+        """
+        batch, length = input_ids.shape
+        device = input_ids.device
+        if self._resolve_backend:
+            self._resolve_backend = False
+            self.backend = select_backend("auto", self.pos_encoding.has_score_bias, device)
+            if self.attention is KERNELS["sdpa"]:  # not swapped by the user in the meantime
+                self.attention = KERNELS[self.backend]
+        start = torch.zeros(batch, dtype=torch.long, device=device)
+        if cache is not None and cache.next_positions is not None:
+            start = cache.next_positions
+        mask = None if attention_mask is None else attention_mask.bool()
         if positions is None:
-            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-            positions = positions.expand_as(input_ids)
-        self.pos_encoding.check_positions(int(positions.max()))
+            if mask is None:
+                positions = start[:, None] + torch.arange(length, device=device)  # (B, T)
+            else:
+                positions = start[:, None] + (mask.long().cumsum(dim=1) - 1).clamp(min=0)
+        key_positions, key_mask = positions, mask
+        if cache is not None:
+            key_positions, key_mask = cache.extend(positions, mask)  # (B, Tk) each
+        if key_mask is not None and bool(key_mask.all()):
+            key_mask = None  # no padding: keep the fused causal path
+        self.pos_encoding.check_positions(int(key_positions.max()))
         x = self.token_embedding(input_ids)  # (B, T, C)
         x = self.pos_encoding.embed(x, positions)
         x = F.dropout(x, self.dropout, self.training)
-        bias = None
-        if self.pos_encoding.has_score_bias:
-            # Built once per forward and shared by every layer: (B, nh, T, T).
-            bias = build_bias(self.pos_encoding, self.n_head, positions, positions).to(x.dtype)
-        for block in self.blocks:
-            x = block(x, positions, self.pos_encoding, bias, self.attention)
+        bias = self._attention_bias(positions, key_positions, key_mask, x.dtype)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, positions, self.pos_encoding, bias, self.attention, cache, layer)
         return self.lm_head(self.ln_final(x))
+
+    def _attention_bias(self, query_positions, key_positions, key_mask, dtype):
+        """The bias of this forward in `self.backend`'s format, built once for every layer.
+
+        Not cached across calls: learned biases change every step, schedulable values change in
+        place, and a (length, device, dtype) cache would break "same input, same output" after a
+        longer call. Positions shared by the batch give a (1, nh, Tq, Tk) bias, broadcast by SDPA.
+        """
+        encoding = self.pos_encoding
+
+        def dense() -> torch.Tensor | None:
+            bias = None
+            if encoding.has_score_bias:
+                shared = bool((query_positions == query_positions[:1]).all()) and bool(
+                    (key_positions == key_positions[:1]).all()
+                )
+                rows = slice(0, 1) if shared else slice(None)
+                bias = build_bias(
+                    encoding, self.n_head, query_positions[rows], key_positions[rows]
+                ).to(dtype)  # (B or 1, nh, Tq, Tk)
+            if key_mask is not None:
+                padding = padding_bias(key_mask, query_positions.shape[1], dtype)  # (B, 1, Tq, Tk)
+                bias = padding if bias is None else bias + padding
+            return bias
+
+        if self.backend != "flex":
+            return dense()
+        bias_fn = encoding.score_bias if encoding.has_score_bias else None
+        return flex_score(bias_fn, query_positions, key_positions, key_mask, self.n_head, dense)

@@ -29,6 +29,11 @@ class LengenModule(L.LightningModule):
     `warmup_steps` and then follows a cosine down to `min_lr_ratio * lr` at `trainer.max_steps`
     (constant when max_steps is not set). `metrics`: per-length metric plugins; None means every
     installed metric plugin with its default arguments.
+
+    `init_from`: a checkpoint (e.g. trained with another encoding) whose weights start `fit`:
+    every tensor whose name and shape match is loaded, the rest (the new encoding's own parameters
+    and buffers) keep their initialisation, and one line reports what was not loaded or not used.
+    Applied in `setup("fit")`, so resuming with `--ckpt_path` still restores the full checkpoint.
     """
 
     def __init__(
@@ -41,15 +46,19 @@ class LengenModule(L.LightningModule):
         d_mlp: int | None = None,
         dropout: float = 0.0,
         tie_embeddings: bool = True,
-        attention: str = "sdpa",
+        attention: str = "auto",
         lr: float = 1e-3,
         weight_decay: float = 0.1,
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
         metrics: list[LengthMetric] | None = None,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        if init_from is not None and not Path(init_from).is_file():
+            raise ValueError(f"init_from={init_from!r} is not a checkpoint file")
+        self.init_from = init_from  # not a hyperparameter: load_from_checkpoint must not need it
+        self.save_hyperparameters(ignore=["init_from"])
         self.decoder = Decoder(
             vocab_size=vocab_size,
             pos_encoding=pos_encoding,
@@ -76,11 +85,38 @@ class LengenModule(L.LightningModule):
         self.run_config: dict | None = None  # set by the CLI; written into results.json
         self.checkpoint_step = 0  # optimizer steps of the loaded checkpoint (test/validate)
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.init_from is not None:
+            print(self.load_matching_weights(self.init_from))
+
+    def load_matching_weights(self, path: str) -> str:
+        """Load every tensor of checkpoint `path` whose name and shape match; return one line."""
+        # weights_only=False: a Lightning checkpoint pickles the encoding in its hyperparameters.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        source = checkpoint.get("state_dict", checkpoint)
+        target = self.state_dict()
+        matching = {
+            name: tensor
+            for name, tensor in source.items()
+            if name in target and target[name].shape == tensor.shape
+        }
+        self.load_state_dict(matching, strict=False)
+        not_loaded = sorted(set(target) - set(matching))
+        unused = sorted(set(source) - set(matching))
+        return (
+            f"lengen: init_from {path}: loaded {len(matching)}/{len(target)} tensors; "
+            f"not loaded (kept initialised): {', '.join(not_loaded) or 'none'}; "
+            f"unused from the checkpoint: {', '.join(unused) or 'none'}"
+        )
+
     def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(B, T) token ids -> (B, T, vocab_size) logits."""
-        return self.decoder(input_ids, positions)
+        """(B, T) token ids -> (B, T, vocab_size) logits (see `Decoder.forward`)."""
+        return self.decoder(input_ids, positions, attention_mask)
 
     @staticmethod
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -94,11 +130,38 @@ class LengenModule(L.LightningModule):
         return loss
 
     @torch.no_grad()
-    def greedy_generate(self, batch: EvalBatch) -> torch.Tensor:
+    def greedy_generate(self, batch: EvalBatch, use_cache: bool = True) -> torch.Tensor:
         """Greedy continuation of each prompt for exactly its target's length (EOS included).
 
+        Uses a KV cache (prompts left-padded, positions from the attention mask, so every row's
+        positions continue from its own prompt) unless `use_cache` is False or the encoding
+        declares `supports_kv_cache = False`; then every step recomputes the whole sequence.
         Returns (B, max target length) token ids laid out like `batch.targets`.
         """
+        if use_cache and self.decoder.pos_encoding.supports_kv_cache:
+            return self._greedy_generate_cached(batch)
+        return self._greedy_generate_uncached(batch)
+
+    def _greedy_generate_cached(self, batch: EvalBatch) -> torch.Tensor:
+        device = batch.input_ids.device
+        prompt_width = int(batch.prompt_lengths.max())
+        # Left-pad the prompts: row b's prompt ends at column prompt_width - 1.
+        source = torch.arange(prompt_width, device=device) - (
+            prompt_width - batch.prompt_lengths[:, None]
+        )  # (B, P): column -> index into the row's prompt, < 0 on padding
+        prompt_mask = source >= 0
+        prompts = batch.input_ids.gather(1, source.clamp(min=0)).masked_fill(~prompt_mask, PAD)
+        cache = self.decoder.new_cache()
+        logits = self.decoder(prompts, attention_mask=prompt_mask, cache=cache)  # (B, P, V)
+        generated = torch.full_like(batch.targets, PAD)
+        for step in range(batch.targets.shape[1]):
+            next_token = logits[:, -1].argmax(dim=-1)  # (B,)
+            generated[:, step] = next_token.masked_fill(step >= batch.target_lengths, PAD)
+            if step + 1 < batch.targets.shape[1]:
+                logits = self.decoder(generated[:, step, None], cache=cache)  # (B, 1, V)
+        return generated
+
+    def _greedy_generate_uncached(self, batch: EvalBatch) -> torch.Tensor:
         batch_size, width = batch.targets.shape
         rows = torch.arange(batch_size, device=batch.input_ids.device)
         tokens = torch.full(

@@ -39,6 +39,22 @@ class PositionalEncoding(nn.Module):
     """
 
     schedulable: tuple[str, ...] = ()
+    # Outputs depend only on position differences (checked by the contract suite with a shift).
+    is_relative: bool = False
+    # False for an encoding whose output at a position depends on the whole sequence (e.g. a
+    # scale from the current length, or positions counted from the content): cached keys would go
+    # stale, so generation falls back to recomputing the whole sequence at every step.
+    supports_kv_cache: bool = True
+    # Dtypes in which the contract suite checks outputs stay finite at 8x the training length.
+    checked_dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
+
+    @classmethod
+    def example(cls) -> PositionalEncoding:
+        """An instance for generic checks (the contract suite); override if `cls()` needs args.
+
+        A wrapper, say, returns `cls(encoding=SomeEncoding())`.
+        """
+        return cls()
 
     def schedulable_values(self) -> dict[str, torch.Tensor]:
         """name -> 0-dim float32 buffer; a callback changes one in place with `fill_`."""

@@ -32,6 +32,8 @@ class RoPE(PositionalEncoding):
         rotary_dim: how many dims of each head rotate; even, <= head_dim; None means head_dim.
     """
 
+    is_relative = True
+
     def __init__(self, base: float = 10000.0, rotary_dim: int | None = None) -> None:
         super().__init__()
         if base <= 1:

@@ -37,6 +37,9 @@ class CausalSelfAttention(nn.Module):
         k = k.view(batch, length, self.n_head, head_dim).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(batch, length, self.n_head, head_dim).transpose(1, 2)  # (B, nh, T, hs)
         q, k = pos_encoding.rotate(q, k, positions, positions)
+        if pos_encoding.has_contextual_bias:  # e.g. CoPE: a bias computed from q and k
+            contextual = pos_encoding.contextual_bias(q, k).to(q.dtype)  # (B, nh, T, T)
+            bias = contextual if bias is None else bias + contextual
         dropout_p = self.dropout if self.training else 0.0
         y = attention(q, k, v, bias, dropout_p)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(batch, length, d_model)  # (B, T, C)
@@ -121,6 +124,7 @@ class Decoder(nn.Module):
         if positions is None:
             positions = torch.arange(input_ids.shape[1], device=input_ids.device)
             positions = positions.expand_as(input_ids)
+        positions = self.pos_encoding.transform_positions(positions)
         self.pos_encoding.check_positions(int(positions.max()))
         x = self.token_embedding(input_ids)  # (B, T, C)
         x = self.pos_encoding.embed(x, positions)

@@ -41,6 +41,8 @@ class ALiBi(PositionalEncoding):
     floating buffer, so `model.to(torch.bfloat16)` cannot round them.
     """
 
+    is_relative = True
+
     def bind(self, dims: ModelDims) -> None:
         super().bind(dims)
         self.slopes = alibi_slopes(dims.n_head)

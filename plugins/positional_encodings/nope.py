@@ -13,3 +13,5 @@ class NoPE(PositionalEncoding):
     and keys are left unchanged and no score bias is added, so the decoder keeps the fused causal
     attention kernel. Named explicitly so that "no encoding" is a choice in a config like any other.
     """
+
+    is_relative = True

@@ -52,6 +52,8 @@ class T5Bias(PositionalEncoding):
         max_distance: distance from which every key falls into the last bucket.
     """
 
+    is_relative = True
+
     def __init__(self, num_buckets: int = 32, max_distance: int = 128) -> None:
         super().__init__()
         if num_buckets < 2:

@@ -237,7 +237,7 @@ class YaRN(ScaledRoPE):
     def attention_scale(self) -> float | torch.Tensor:
         if self.attention_factor is not None:
             return self.attention_factor
-        return 0.1 * torch.log(self.current_scale()) + 1.0
+        return 0.1 * torch.log(self.current_scale().double()) + 1.0  # 0-dim: keeps cos dtype
 
 
 class RoPELlama3(ScaledRoPE):

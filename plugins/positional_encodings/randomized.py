@@ -87,7 +87,7 @@ class RandomizedPositions(_PositionWrapper):
 
     def _random_positions(self, positions: torch.Tensor) -> torch.Tensor:
         """(B, T) int positions >= 0 -> (B, T) int64 positions: each row's sorted random subset."""
-        needed = int(positions.max()) + 1
+        needed = max(int(positions.max()), 0) + 1
         if needed > self.max_position:
             raise PositionOutOfRange(
                 f"RandomizedPositions: a training sequence needs {needed} distinct positions but "
@@ -96,7 +96,7 @@ class RandomizedPositions(_PositionWrapper):
         batch = positions.shape[0]
         keys = torch.rand(batch, self.max_position, device=positions.device)  # (B, L_max)
         subset = keys.argsort(dim=1)[:, :needed].sort(dim=1).values  # (B, n) sorted, distinct
-        return subset.gather(1, positions.long())  # (B, T)
+        return subset.gather(1, positions.long().clamp(min=0))  # (B, T); pads (< 0) take 0
 
 
 class GiraffeRandomizedPositions(_PositionWrapper):
@@ -115,8 +115,8 @@ class GiraffeRandomizedPositions(_PositionWrapper):
 
     def _random_positions(self, positions: torch.Tensor) -> torch.Tensor:
         """(B, T) int positions >= 0 -> (B, T) float32 positions in (0, max + 1]."""
-        length = int(positions.max()) + 1
+        length = max(int(positions.max()), 0) + 1
         increments = 2 * torch.rand(positions.shape[0], length, device=positions.device)
         cumulative = increments.cumsum(dim=1)  # (B, n)
         cumulative = cumulative * (length / cumulative[:, -1:].clamp(min=length))
-        return cumulative.gather(1, positions.long())  # (B, T)
+        return cumulative.gather(1, positions.long().clamp(min=0))  # (B, T); pads (< 0) take 0

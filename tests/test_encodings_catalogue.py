@@ -390,3 +390,10 @@ def test_every_encoding_trains_a_few_steps_through_the_lightning_module(name):
     )  # fmt: skip
     trainer.fit(module, train_dataloaders=loader)
     assert len(record.losses) == 4 and all(math.isfinite(loss) for loss in record.losses)
+
+
+@pytest.mark.parametrize("cls", [RandomizedPositions, GiraffeRandomizedPositions])
+def test_a_wrapper_without_an_encoding_wraps_rope(cls):
+    # So that `lengen fit --model.pos_encoding=RandomizedPositions` works on the quickstart.
+    wrapper = cls()
+    assert type(wrapper.encoding) is RoPE and wrapper.is_relative

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from lengen.positional import ModelDims, PositionalEncoding, PositionOutOfRange
+from lengen_plugins.positional_encodings.rope import RoPE
 
 
 class _PositionWrapper(PositionalEncoding):
@@ -16,8 +17,10 @@ class _PositionWrapper(PositionalEncoding):
     positions pass through unchanged.
     """
 
-    def __init__(self, encoding: PositionalEncoding) -> None:
+    def __init__(self, encoding: PositionalEncoding | None = None) -> None:
         super().__init__()
+        if encoding is None:
+            encoding = RoPE()
         if not isinstance(encoding, PositionalEncoding):
             raise ValueError(
                 f"{type(self).__name__}: encoding must be a PositionalEncoding, "
@@ -75,11 +78,13 @@ class RandomizedPositions(_PositionWrapper):
     exceed the longest evaluation length, so every tested position was seen in training.
 
     Args:
-        encoding: the wrapped encoding (any plugin, e.g. RoPE or ALiBi).
+        encoding: the wrapped encoding (any plugin, e.g. RoPE or ALiBi); None means RoPE().
         max_position: L_max, the exclusive upper end of the random positions (2048 in the paper).
     """
 
-    def __init__(self, encoding: PositionalEncoding, max_position: int = 2048) -> None:
+    def __init__(
+        self, encoding: PositionalEncoding | None = None, max_position: int = 2048
+    ) -> None:
         super().__init__(encoding)
         if max_position < 1:
             raise ValueError(f"RandomizedPositions: max_position={max_position} must be >= 1")
@@ -110,7 +115,7 @@ class GiraffeRandomizedPositions(_PositionWrapper):
     Positions derived per row from the input positions: position p takes t_(p+1).
 
     Args:
-        encoding: the wrapped encoding.
+        encoding: the wrapped encoding; None means RoPE().
     """
 
     def _random_positions(self, positions: torch.Tensor) -> torch.Tensor:

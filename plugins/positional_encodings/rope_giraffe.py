@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from lengen.positional import ModelDims
 from lengen_plugins.positional_encodings.rope import RoPE
 
 
@@ -32,9 +33,8 @@ class RoPEPower(RoPE):
 
     def inverse_frequencies(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         even_dims = torch.arange(0, self.rotary_dim, 2, dtype=dtype, device=device)  # 2i
-        return super().inverse_frequencies(dtype, device) * (1 - even_dims / self.rotary_dim) ** (
-            self.power
-        )
+        shrink = (1 - even_dims / self.rotary_dim) ** self.power  # (r/2,), 1 at i = 0
+        return super().inverse_frequencies(dtype, device) * shrink
 
 
 class RoPETruncated(RoPE):
@@ -101,8 +101,8 @@ class RoPEPartial(RoPE):
             raise ValueError(f"RoPEPartial: fraction={fraction} must be in (0, 1]")
         self.fraction = float(fraction)
 
-    def bind(self, dims) -> None:
-        rotary_dim = 2 * int(self.fraction * dims.head_dim // 2)
+    def bind(self, dims: ModelDims) -> None:
+        rotary_dim = 2 * int(self.fraction * dims.head_dim / 2)
         if rotary_dim == 0:
             raise ValueError(
                 f"RoPEPartial: fraction={self.fraction} of head_dim={dims.head_dim} rotates no "

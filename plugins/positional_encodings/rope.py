@@ -87,9 +87,11 @@ class RoPE(PositionalEncoding):
     ) -> torch.Tensor:
         """(B, nh, T, hs) x, (B, T) int positions -> (B, nh, T, hs) in x's dtype."""
         compute_dtype = torch.promote_types(torch.float32, x.dtype)
-        if inverse_frequencies is not None:
+        if inverse_frequencies is None:  # the two-argument call keeps older overrides working
+            cos, sin = self._cos_sin(positions, compute_dtype)
+        else:
             inverse_frequencies = inverse_frequencies.to(compute_dtype)
-        cos, sin = self._cos_sin(positions, compute_dtype, inverse_frequencies)
+            cos, sin = self._cos_sin(positions, compute_dtype, inverse_frequencies)
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         x_rot, x_pass = x[..., : self.rotary_dim], x[..., self.rotary_dim :]
         x_rot = x_rot * cos + rotate_half(x_rot) * sin  # (B, nh, T, r)

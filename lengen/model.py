@@ -90,6 +90,9 @@ class CausalSelfAttention(nn.Module):
         q, k = pos_encoding.rotate(q, k, positions, positions)
         if cache is not None:
             k, v = cache.append(layer, k, v)  # (B, nh, Tk, hs)
+        if pos_encoding.has_contextual_bias:  # e.g. CoPE: a bias computed from q and k
+            contextual = pos_encoding.contextual_bias(q, k).to(q.dtype)  # (B, nh, T, Tk)
+            bias = contextual if bias is None else bias + contextual
         dropout_p = self.dropout if self.training else 0.0
         y = attention(q, k, v, bias, dropout_p)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(batch, length, d_model)  # (B, T, C)
@@ -159,6 +162,11 @@ class Decoder(nn.Module):
             raise ValueError(f"attention={attention!r} is not one of {', '.join(BACKENDS)}")
         if attention == "flex" and dropout:
             raise ValueError(f"attention='flex' does not support dropout={dropout}; use 'sdpa'")
+        if attention == "flex" and pos_encoding.has_contextual_bias:
+            raise ValueError(
+                f"attention='flex' cannot add {type(pos_encoding).__name__}'s contextual bias "
+                "(computed from q and k); use 'sdpa' or 'reference'"
+            )
         self.n_head = n_head
         self.dropout = dropout
         self.backend = attention if attention != "auto" or dropout else "sdpa"
@@ -211,7 +219,10 @@ class Decoder(nn.Module):
         device = input_ids.device
         if self._resolve_backend:
             self._resolve_backend = False
-            self.backend = select_backend("auto", self.pos_encoding.has_score_bias, device)
+            flex_ready = (
+                self.pos_encoding.has_score_bias and not self.pos_encoding.has_contextual_bias
+            )
+            self.backend = select_backend("auto", flex_ready, device)
             if self.attention is KERNELS["sdpa"]:  # not swapped by the user in the meantime
                 self.attention = KERNELS[self.backend]
         start = torch.zeros(batch, dtype=torch.long, device=device)
@@ -223,6 +234,7 @@ class Decoder(nn.Module):
                 positions = start[:, None] + torch.arange(length, device=device)  # (B, T)
             else:
                 positions = start[:, None] + (mask.long().cumsum(dim=1) - 1).clamp(min=0)
+        positions = self.pos_encoding.transform_positions(positions)  # e.g. randomized positions
         key_positions, key_mask = positions, mask
         if cache is not None:
             key_positions, key_mask = cache.extend(positions, mask)  # (B, Tk) each

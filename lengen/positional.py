@@ -71,6 +71,10 @@ class PositionalEncoding(nn.Module):
         """Called once by the decoder before training; build parameters that depend on sizes."""
         self.dims = dims
 
+    def transform_positions(self, positions: torch.Tensor) -> torch.Tensor:
+        """(B, T) positions -> (B, T) positions every other hook sees; called once per forward."""
+        return positions
+
     def check_positions(self, max_position: int) -> None:
         """Raise `PositionOutOfRange` if `max_position` cannot be encoded (e.g. past a table)."""
 
@@ -100,6 +104,18 @@ class PositionalEncoding(nn.Module):
     @property
     def has_score_bias(self) -> bool:
         return type(self).score_bias is not PositionalEncoding.score_bias
+
+    def contextual_bias(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        """(B, nh, Tq, hs) query, (B, nh, Tk, hs) key -> (B, nh, Tq, Tk) bias from their content.
+
+        Added to the scaled scores like `score_bias`; queries are the last Tq of the Tk positions.
+        Only called when a subclass overrides it (see `has_contextual_bias`).
+        """
+        raise NotImplementedError
+
+    @property
+    def has_contextual_bias(self) -> bool:
+        return type(self).contextual_bias is not PositionalEncoding.contextual_bias
 
 
 def set_schedulable(encoding: PositionalEncoding, name: str, value: float) -> None:

@@ -58,19 +58,40 @@ class RoPE(PositionalEncoding):
         even_dims = torch.arange(0, self.rotary_dim, 2, dtype=dtype, device=device)  # 2i
         return 1.0 / (self.base ** (even_dims / self.rotary_dim))  # (r/2,)
 
+    def attention_scale(self) -> float | torch.Tensor:
+        """Factor multiplying cos and sin (so q.k by its square); 1 for RoPE, YaRN's mscale."""
+        return 1.0
+
     def _cos_sin(
-        self, positions: torch.Tensor, dtype: torch.dtype
+        self,
+        positions: torch.Tensor,
+        dtype: torch.dtype,
+        inverse_frequencies: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T) int positions -> cos, sin of shape (B, 1, T, r), computed in `dtype`."""
-        inverse_frequencies = self.inverse_frequencies(dtype, positions.device)  # (r/2,)
+        if inverse_frequencies is None:
+            inverse_frequencies = self.inverse_frequencies(dtype, positions.device)  # (r/2,)
         angles = positions.to(dtype)[:, None, :, None] * inverse_frequencies  # (B, 1, T, r/2)
         angles = torch.cat((angles, angles), dim=-1)  # (B, 1, T, r): the same angle for both halves
-        return angles.cos(), angles.sin()
+        cos, sin = angles.cos(), angles.sin()
+        scale = self.attention_scale()
+        if isinstance(scale, torch.Tensor) or scale != 1.0:
+            cos, sin = cos * scale, sin * scale
+        return cos, sin
 
-    def _apply_rotation(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def _apply_rotation(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        inverse_frequencies: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """(B, nh, T, hs) x, (B, T) int positions -> (B, nh, T, hs) in x's dtype."""
         compute_dtype = torch.promote_types(torch.float32, x.dtype)
-        cos, sin = self._cos_sin(positions, compute_dtype)
+        if inverse_frequencies is None:  # the two-argument call keeps older overrides working
+            cos, sin = self._cos_sin(positions, compute_dtype)
+        else:
+            inverse_frequencies = inverse_frequencies.to(compute_dtype)
+            cos, sin = self._cos_sin(positions, compute_dtype, inverse_frequencies)
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         x_rot, x_pass = x[..., : self.rotary_dim], x[..., self.rotary_dim :]
         x_rot = x_rot * cos + rotate_half(x_rot) * sin  # (B, nh, T, r)

@@ -70,7 +70,9 @@ def test_deterministic_and_lengths_honoured(task):
 
 def test_regular_tasks():
     for _, inputs, target in samples(EvenPairs()):
-        pairs = sum(1 for i in range(len(inputs) - 1) if inputs[i : i + 2] in (["a", "b"], ["b", "a"]))
+        pairs = sum(
+            1 for i in range(len(inputs) - 1) if inputs[i : i + 2] in (["a", "b"], ["b", "a"])
+        )
         assert target == ["0" if pairs % 2 == 0 else "1"]
     for _, inputs, target in samples(ParityCheck()):
         assert target == [str(inputs.count("b") % 2)]
@@ -110,7 +112,9 @@ def test_bracket_arithmetic_and_equations():
     for _, inputs, target in samples(SolveEquation()):
         assert inputs.count("x") == 1 and inputs[-2] == "="
         solutions = [
-            d for d in range(5) if eval("".join(inputs[:-2]).replace("x", str(d))) % 5 == int(inputs[-1])
+            d
+            for d in range(5)
+            if eval("".join(inputs[:-2]).replace("x", str(d))) % 5 == int(inputs[-1])
         ]
         assert solutions == [int(target[0])]  # + and - only: the solution is unique
 

@@ -44,5 +44,9 @@ class Lego(Task):
             previous = name
         rng.shuffle(clauses)
         query = rng.choice(names)
-        inputs = [symbol for index, clause in enumerate(clauses) for symbol in ([","] if index else []) + clause]
+        inputs = [
+            symbol
+            for index, clause in enumerate(clauses)
+            for symbol in ([","] if index else []) + clause
+        ]
         return [*inputs, "?", query], ["+" if values[query] > 0 else "-", "1"]

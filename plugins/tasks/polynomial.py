@@ -79,7 +79,17 @@ class PolynomialEvaluation(ScratchpadFormat, Task):
             steps.append(
                 Step(
                     input=written[index],
-                    computation=[*number(c), "*", *number(x), "^", *number(d), "=", *number(c), "*", *number(x**d)],
+                    computation=[
+                        *number(c),
+                        "*",
+                        *number(x),
+                        "^",
+                        *number(d),
+                        "=",
+                        *number(c),
+                        "*",
+                        *number(x**d),
+                    ],
                     output=number(c * x**d),
                     intermediate=number(total),
                     remaining=remaining,

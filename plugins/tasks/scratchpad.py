@@ -24,7 +24,15 @@ MARKERS = {
     "remaining": "<rest>",
 }
 STEP_SEPARATOR, ANSWER_MARKER = ";", "<ans>"
-SCRATCHPAD_SYMBOLS = (*"0123456789", "+", "-", "=", *MARKERS.values(), STEP_SEPARATOR, ANSWER_MARKER)
+SCRATCHPAD_SYMBOLS = (
+    *"0123456789",
+    "+",
+    "-",
+    "=",
+    *MARKERS.values(),
+    STEP_SEPARATOR,
+    ANSWER_MARKER,
+)
 
 
 def number(value: int) -> list[str]:

@@ -32,7 +32,11 @@ class _BinaryOperation(Task):
         right_width = length - 1 - left_width
         left = rng.randint(1, 2**left_width - 1)
         right = rng.randint(1, 2**right_width - 1)
-        inputs = [*little_endian(left, left_width), self.operator, *little_endian(right, right_width)]
+        inputs = [
+            *little_endian(left, left_width),
+            self.operator,
+            *little_endian(right, right_width),
+        ]
         return inputs, little_endian(self.apply(left, right))
 
 

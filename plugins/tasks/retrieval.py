@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import random
 
-from lengen.data.text import stdlib_source_files
 from lengen.task import SPECIAL_TOKENS, Task
 
 # Where the needle starts, as a fraction of the room it can start in (Abacus AI's WikiQA: the
@@ -24,6 +23,8 @@ LOCATIONS = {"start": (0.0, 0.1), "middle": (0.45, 0.55), "end": (0.9, 1.0), "an
 @functools.cache
 def stdlib_corpus() -> bytes:
     """The standard library's .py files, concatenated in sorted order (read once per process)."""
+    from lengen.data.text import stdlib_source_files  # imports lightning: only when needed
+
     return b"\n".join(path.read_bytes() for path in stdlib_source_files())
 
 

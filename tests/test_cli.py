@@ -103,9 +103,8 @@ def test_unknown_task_in_yaml_is_one_line_listing_the_names(tmp_path):
     config.write_text("data:\n  init_args:\n    task: Multiplication\n")
     result = lengen("fit", *tiny(tmp_path), "--config", str(config), cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert (
-        "unknown task 'Multiplication'; available in lengen.tasks: Addition, Copy" in result.stderr
-    )
+    assert "unknown task 'Multiplication'; available in lengen.tasks: Addition, " in result.stderr
+    assert ", Copy, " in result.stderr  # every installed task is named
 
 
 def test_evaluating_past_a_learned_table_fails_with_one_line(tmp_path):

@@ -1,4 +1,5 @@
-"""The `lengen` command: LightningCLI's fit, validate, test and predict, plus `lengen plugins`.
+"""The `lengen` command: LightningCLI's fit, validate, test and predict, plus `lengen plugins`
+and `lengen heatmap` (lengen/heatmap.py).
 
 Every plugin is imported before parsing, so short class names (`pos_encoding: RoPE`) resolve. Bad
 input exits non-zero with one line on stderr, no traceback.
@@ -138,6 +139,14 @@ def main(argv: list[str] | None = None) -> None:
             if extra:
                 raise UsageError(f"lengen plugins takes only --json, got {' '.join(extra)}")
             print_plugins(as_json="--json" in args)
+            return
+        if args[:1] == ["heatmap"]:
+            from lengen.heatmap import main as heatmap_main  # matplotlib only when asked for
+
+            try:
+                heatmap_main(args[1:])
+            except ValueError as error:
+                raise UsageError(str(error)) from error
             return
         discover_all()
         LengenCLI(

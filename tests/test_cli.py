@@ -77,7 +77,7 @@ def test_test_from_the_checkpoint_writes_table_figure_results_and_scalars(fitted
 
     log_dir = fitted / "runs" / "lightning_logs" / "version_1"  # a new version: nothing overwritten
     results = json.loads((log_dir / "results.json").read_text())
-    assert set(results["metrics"]) == {"exact_match", "token_accuracy"}
+    assert {"exact_match", "token_accuracy"} <= set(results["metrics"])  # + other installed ones
     assert set(results["metrics"]["exact_match"]) == {"2", "4", "8"}
     assert results["pos_encoding"] == "ALiBi" and results["train_max_length"] == 4
     assert results["global_step"] == 6  # the steps the checkpoint was trained for
@@ -104,9 +104,8 @@ def test_unknown_task_in_yaml_is_one_line_listing_the_names(tmp_path):
     config.write_text("data:\n  init_args:\n    task: Multiplication\n")
     result = lengen("fit", *tiny(tmp_path), "--config", str(config), cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert (
-        "unknown task 'Multiplication'; available in lengen.tasks: Addition, Copy" in result.stderr
-    )
+    assert "unknown task 'Multiplication'; available in lengen.tasks: Addition, " in result.stderr
+    assert ", Copy, " in result.stderr  # every installed task is named
 
 
 def test_evaluating_past_a_learned_table_fails_with_one_line(tmp_path):

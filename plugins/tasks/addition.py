@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 
 from lengen.task import Task
+from lengen_plugins.tasks.scratchpad import ScratchpadFormat, Step, number
 
 
-class Addition(Task):
+class Addition(ScratchpadFormat, Task):
     """Add two random `length`-digit decimal numbers (Kazemnejad et al. 2023).
 
     The length is the number of digits of each operand; operands are uniform over
@@ -15,21 +16,70 @@ class Addition(Task):
     `a_digits + b_digits`; target: the sum written with `length + 1` digits (a leading 0 when there
     is no final carry), so the target length depends only on the requested length.
 
+    With `scratchpad`, the target is one step per column, least significant first, then `<ans>`
+    and the sum (see lengen_plugins.tasks.scratchpad): input `a_i b_i`; computation
+    `a_i + b_i + carry = s`; output `s mod 10`; intermediate variables: the new carry; remaining
+    input: the digits of a and b not yet added, `a_rest + b_rest`.
+
     Args:
         reverse_digits: write operands and sum least-significant digit first, the order in which
             the carry propagates (an easier format used in several length-generalization studies).
+        scratchpad: put a scratchpad before the answer; `scratchpad_<part>` switches each part.
     """
 
-    symbols = (*"0123456789", "+")
-
-    def __init__(self, reverse_digits: bool = False) -> None:
+    def __init__(
+        self,
+        reverse_digits: bool = False,
+        scratchpad: bool = False,
+        scratchpad_input: bool = True,
+        scratchpad_computation: bool = True,
+        scratchpad_output: bool = True,
+        scratchpad_intermediate: bool = True,
+        scratchpad_remaining: bool = True,
+    ) -> None:
         self.reverse_digits = reverse_digits
+        self.set_scratchpad(
+            scratchpad,
+            scratchpad_input=scratchpad_input,
+            scratchpad_computation=scratchpad_computation,
+            scratchpad_output=scratchpad_output,
+            scratchpad_intermediate=scratchpad_intermediate,
+            scratchpad_remaining=scratchpad_remaining,
+        )
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return self.scratchpad_symbols((*"0123456789", "+"))
 
     def _digits(self, value: int, width: int) -> list[str]:
         digits = list(str(value).zfill(width))
         return digits[::-1] if self.reverse_digits else digits
 
+    def _steps(self, a: int, b: int, length: int) -> list[Step]:
+        a_digits, b_digits = str(a).zfill(length), str(b).zfill(length)
+        steps, carry = [], 0
+        for column in range(length - 1, -1, -1):
+            x, y = int(a_digits[column]), int(b_digits[column])
+            total = x + y + carry
+            remaining = [*self._rest(a_digits[:column]), "+", *self._rest(b_digits[:column])]
+            steps.append(
+                Step(
+                    input=[str(x), str(y)],
+                    computation=[str(x), "+", str(y), "+", str(carry), "=", *number(total)],
+                    output=[str(total % 10)],
+                    intermediate=[str(total // 10)],
+                    remaining=remaining,
+                )
+            )
+            carry = total // 10
+        return steps
+
+    def _rest(self, digits: str) -> list[str]:
+        return list(digits[::-1] if self.reverse_digits else digits)
+
     def generate(self, length: int, rng: random.Random) -> tuple[list[str], list[str]]:
         a, b = rng.randrange(10**length), rng.randrange(10**length)
         inputs = [*self._digits(a, length), "+", *self._digits(b, length)]
-        return inputs, self._digits(a + b, length + 1)
+        answer = self._digits(a + b, length + 1)
+        steps = self._steps(a, b, length) if self.scratchpad else []
+        return inputs, self.target_with_scratchpad(steps, answer)

@@ -282,6 +282,16 @@ class LengenModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.checkpoint_step = checkpoint.get("global_step", 0)
 
+    def on_train_end(self) -> None:
+        """Save the final weights when the last checkpoint is older (max_steps is not a multiple
+        of val_check_interval: the training stream is endless, so no epoch end saves them)."""
+        callback = self.trainer.checkpoint_callback
+        if callback is None or callback.dirpath is None or self.global_step == 0:
+            return
+        directory = Path(callback.dirpath)
+        if not any(f"step={self.global_step}" in path.name for path in directory.glob("*.ckpt")):
+            self.trainer.save_checkpoint(directory / f"final-step={self.global_step}.ckpt")
+
     def configure_optimizers(self):
         hp = self.hparams
         # Weight decay on matrices only (not on norms, biases or 1-D position parameters).

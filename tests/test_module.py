@@ -54,3 +54,38 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     assert abs(rates[0] - 1e-3) < 1e-12 and abs(rates[9] - 1e-2) < 1e-12
     assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
     assert abs(rates[-1] - 1e-3) < 1e-4
+
+
+def test_final_weights_are_saved_when_training_stops_between_validations(tmp_path):
+    import lightning as L
+
+    from lengen.data.tasks import TaskDataModule
+    from lengen_plugins.positional_encodings.nope import NoPE
+    from lengen_plugins.tasks.copy import Copy
+
+    data = TaskDataModule(
+        Copy(),
+        train_max_length=4,
+        eval_lengths=[4],
+        batch_size=4,
+        val_examples_per_length=4,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    model = LengenModule(NoPE(), vocab_size=data.vocab_size, n_layer=1, d_model=16, metrics=[])
+    trainer = L.Trainer(
+        max_steps=5,
+        val_check_interval=3,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=data)
+    saved = sorted(path.name for path in (tmp_path / "checkpoints").glob("*.ckpt"))
+    assert saved == ["epoch=0-step=3.ckpt", "final-step=5.ckpt"]
+    final = torch.load(tmp_path / "checkpoints" / "final-step=5.ckpt", weights_only=False)
+    assert final["global_step"] == 5
+    for name, value in model.state_dict().items():
+        assert torch.equal(final["state_dict"][name], value), name

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -41,6 +42,9 @@ def one_line_error(message: str) -> str:
     nested = re.search(r"unknown \w+ '[^']*'; available in [^\n]*", message)
     if nested:  # raised by the parser of a nested class (e.g. the task inside data)
         return nested.group(0)
+    union = re.search(r"Union subtypes\n.*?Errors:\n\s*- ([^\n]+)", message, re.DOTALL)
+    if union:  # e.g. trainer.callbacks: the first subtype's error is the constructor's message
+        return union.group(1)
     unknown = re.search(r"Expected a path but (\S+) either not accessible", message)
     keys = re.findall(r'Parser key "([\w.]+)"', message)
     if unknown and keys:
@@ -79,7 +83,7 @@ class LengenCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as error:  # constructors validate their arguments with one-line errors
-            raise UsageError(str(error)) from error
+            raise UsageError(one_line_error(str(error))) from error
         self.model.run_config = self._run_config
 
 
@@ -140,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
             save_config_kwargs={"overwrite": False},
             args=argv,
         )
-    except (UsageError, PluginConflict, PositionOutOfRange) as error:
+    except (UsageError, PluginConflict, PositionOutOfRange, MisconfigurationException) as error:
         print(f"lengen: error: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -1,4 +1,4 @@
-"""The `lengen` command: LightningCLI's fit, validate, test and predict, plus `lengen plugins`.
+"""The `lengen` command: LightningCLI's fit, validate, test, predict, plus `plugins` and `tune`.
 
 Every plugin is imported before parsing, so short class names (`pos_encoding: RoPE`) resolve. Bad
 input exits non-zero with one line on stderr, no traceback.
@@ -134,6 +134,15 @@ def main(argv: list[str] | None = None) -> None:
             if extra:
                 raise UsageError(f"lengen plugins takes only --json, got {' '.join(extra)}")
             print_plugins(as_json="--json" in args)
+            return
+        if args[:1] == ["tune"]:
+            from lengen.tune import tune  # matplotlib and the trial machinery only when asked
+
+            discover_all()
+            try:
+                tune(args[1:])
+            except ValueError as error:
+                raise UsageError(str(error)) from error
             return
         discover_all()
         LengenCLI(

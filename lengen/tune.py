@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import warnings
 from pathlib import Path
 
 import yaml
@@ -96,14 +97,16 @@ def run_trial(fit_args: list[str], lr: float, duration: float, options, out: Pat
         "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false",
     ]  # fmt: skip
-    cli = LengenCLI(
-        LengenModule,
-        LightningDataModule,
-        subclass_mode_data=True,
-        parser_class=LengenArgumentParser,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-    )
+    with warnings.catch_warnings():  # `args` replaces sys.argv (`lengen tune ...`) on purpose
+        warnings.filterwarnings("ignore", message=".*args parameter is intended")
+        cli = LengenCLI(
+            LengenModule,
+            LightningDataModule,
+            subclass_mode_data=True,
+            parser_class=LengenArgumentParser,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+        )
     monitor = next(
         cb for cb in cli.trainer.callbacks if type(cb).__name__ == "GradientVarianceMonitor"
     )

@@ -295,3 +295,33 @@ def test_monitor_counts_loss_spikes_against_the_running_mean():
     restored.load_state_dict(state)
     assert (restored.loss_spikes, restored.steps_seen) == (1, 6)
     assert restored.running_mean == monitor2.running_mean
+
+
+def test_task_stream_is_a_pure_function_of_the_batch_index():
+    """Workers and resumption change nothing: batch b is the same however it is produced."""
+    from torch.utils.data import DataLoader
+
+    from lengen.data.tasks import TrainingStream
+
+    def first(stream, count, workers=0):
+        loader = DataLoader(stream, batch_size=None, num_workers=workers)
+        return [batch for batch, _ in zip(loader, range(count))]
+
+    schedule = LengthSchedule("regular_increase", 1, 9, increase_every=1)
+    stream = TrainingStream(Copy(), 1, 9, seed=3, batch_size=4, accumulation=2,
+                            length_sampler=schedule)  # fmt: skip
+    plain = first(stream, 6)
+    with_workers = first(stream, 6, workers=2)
+    resumed = first(
+        TrainingStream(Copy(), 1, 9, seed=3, batch_size=4, start_batch=3, accumulation=2,
+                       length_sampler=schedule),
+        3,
+    )  # fmt: skip
+    for a, b in zip(plain, with_workers):
+        assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.labels, b.labels)
+    for a, b in zip(plain[3:], resumed):
+        assert torch.equal(a.input_ids, b.input_ids)
+    # accumulation 2: batches 2b and 2b + 1 share optimizer step b and its top length 1 + b
+    for index, batch in enumerate(plain):
+        assert 1 <= int(batch.lengths.min()) <= int(batch.lengths.max()) <= 1 + index // 2
+    assert len({tuple(batch.input_ids.flatten().tolist()) for batch in plain}) == 6

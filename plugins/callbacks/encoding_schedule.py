@@ -167,7 +167,8 @@ class XPosScaleBaseAnnealing(EncodingSchedule):
     """Anneals xPos's `scale_base` from a large value (little decay) down to the target.
 
     Giraffe (Pal et al. 2023) anneals xPos's scale_base during training instead of fixing it; a
-    large scale_base makes zeta^(n / scale_base) close to 1, i.e. xPos close to RoPE. Logs
+    large scale_base makes zeta^(n / scale_base) close to 1, i.e. xPos close to RoPE. The default
+    start value (16384) and linear shape are lengen's choices, not values from the report. Logs
     `curriculum/scale_base`.
 
     Args:

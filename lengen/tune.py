@@ -45,7 +45,7 @@ def tune_parser() -> argparse.ArgumentParser:
         default=[0.0, 0.3],
         help="sequence-length warmup durations (fractions of the steps; 0 = no warmup)",
     )
-    parser.add_argument("--steps", type=int, default=100, help="optimizer steps per trial")
+    parser.add_argument("--steps", type=int, default=200, help="optimizer steps per trial")
     parser.add_argument("--min_seq_length", type=int, default=8)
     parser.add_argument("--max_seq_length", type=int, default=None)
     parser.add_argument("--step_size", type=int, default=8)

@@ -1,5 +1,5 @@
-"""The `lengen` command: LightningCLI's fit, validate, test and predict, plus `lengen plugins`
-and `lengen heatmap` (lengen/heatmap.py).
+"""The `lengen` command: LightningCLI's fit, validate, test and predict, plus `lengen plugins`,
+`lengen heatmap` (lengen/heatmap.py) and `lengen tune` (lengen/tune.py).
 
 Every plugin is imported before parsing, so short class names (`pos_encoding: RoPE`) resolve. Bad
 input exits non-zero with one line on stderr, no traceback.
@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -42,6 +43,9 @@ def one_line_error(message: str) -> str:
     nested = re.search(r"unknown \w+ '[^']*'; available in [^\n]*", message)
     if nested:  # raised by the parser of a nested class (e.g. the task inside data)
         return nested.group(0)
+    union = re.search(r"Union subtypes\n.*?Errors:\n\s*- ([^\n]+)", message, re.DOTALL)
+    if union:  # e.g. trainer.callbacks: the first subtype's error is the constructor's message
+        return union.group(1)
     unknown = re.search(r"Expected a path but (\S+) either not accessible", message)
     keys = re.findall(r'Parser key "([\w.]+)"', message)
     if unknown and keys:
@@ -88,7 +92,7 @@ class LengenCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as error:  # constructors validate their arguments with one-line errors
-            raise UsageError(str(error)) from error
+            raise UsageError(one_line_error(str(error))) from error
         self.model.run_config = self._run_config
 
 
@@ -148,6 +152,15 @@ def main(argv: list[str] | None = None) -> None:
             except ValueError as error:
                 raise UsageError(str(error)) from error
             return
+        if args[:1] == ["tune"]:
+            from lengen.tune import tune  # matplotlib and the trial machinery only when asked
+
+            discover_all()
+            try:
+                tune(args[1:])
+            except ValueError as error:
+                raise UsageError(str(error)) from error
+            return
         discover_all()
         LengenCLI(
             LengenModule,
@@ -157,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
             save_config_kwargs={"overwrite": False},
             args=argv,
         )
-    except (UsageError, PluginConflict, PositionOutOfRange) as error:
+    except (UsageError, PluginConflict, PositionOutOfRange, MisconfigurationException) as error:
         print(f"lengen: error: {error}", file=sys.stderr)
         sys.exit(2)
 

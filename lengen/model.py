@@ -169,7 +169,7 @@ class Decoder(nn.Module):
             )
         self.n_head = n_head
         self.dropout = dropout
-        self.backend = attention if attention != "auto" or dropout else "sdpa"
+        self.backend = "sdpa" if attention == "auto" else attention
         self._resolve_backend = attention == "auto" and not dropout  # at the first forward
         self.attention = KERNELS[self.backend]
         self.token_embedding = nn.Embedding(vocab_size, d_model)

@@ -315,7 +315,7 @@ def test_cached_decoding_equals_uncached(name):
     model = make_model(name, attention="sdpa")
     sequence = random_ids(3, 14, seed=11)
     prompt_lengths = torch.tensor([5, 9, 2])
-    if cls.supports_kv_cache:
+    if model.pos_encoding.supports_kv_cache:
         with torch.no_grad():
             prompt_mask = torch.arange(9) >= 9 - prompt_lengths[:, None]  # left-padded prompts
             source = (torch.arange(9) - (9 - prompt_lengths[:, None])).clamp(min=0)

@@ -21,6 +21,9 @@ def test_auto_picks_flex_only_for_bias_encodings_on_cuda():
     model = Decoder(11, ALiBi(), n_layer=1, n_head=2, d_model=16)
     model(torch.randint(0, 11, (2, 5)))
     assert model.backend == "sdpa" and model.attention is sdpa_attention  # CPU
+    with_dropout = Decoder(11, ALiBi(), n_layer=1, n_head=2, d_model=16, dropout=0.1)
+    with_dropout(torch.randint(0, 11, (2, 5)))
+    assert with_dropout.backend == "sdpa"  # flex takes no dropout, so auto never picks it
 
 
 def test_bad_attention_choices_are_one_line_errors():

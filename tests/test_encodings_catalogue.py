@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lengen.attention import reference_attention
-from lengen.data.tasks import TrainingStream, collate_examples
+from lengen.data.tasks import TrainingStream
 from lengen.model import Decoder
 from lengen.module import LengenModule
 from lengen.plugins import discover
@@ -381,8 +381,8 @@ def test_every_encoding_trains_a_few_steps_through_the_lightning_module(name):
         make_encoding(name), vocab_size=task.vocab_size, n_layer=1, n_head=N_HEAD,
         d_model=D_MODEL, warmup_steps=1, metrics=[],
     )  # fmt: skip
-    stream = TrainingStream(task, 1, 8, seed=0)
-    loader = DataLoader(stream, batch_size=8, collate_fn=collate_examples)
+    stream = TrainingStream(task, 1, 8, seed=0, batch_size=8)
+    loader = DataLoader(stream, batch_size=None)  # the stream yields whole batches
     record = _RecordLoss()
     trainer = L.Trainer(
         max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,

@@ -1,6 +1,8 @@
 """Data for task plugins: an endless training stream and cached per-length evaluation sets.
 
-Training draws lengths uniformly from [train_min_length, train_max_length]. Evaluation holds
+Training draws lengths uniformly from [train_min_length, train_max_length] (or from a length
+curriculum's sampler); training batch b is a pure function of (seed, rank, b), and a resumed run
+continues from the restored step. Evaluation holds
 `*_examples_per_length` examples per length in `eval_lengths`, generated once per
 (task, lengths, examples, seed, split), stored with `datasets.Dataset.save_to_disk` and reloaded, so
 every run of a comparison is scored on identical examples.
@@ -9,10 +11,12 @@ every run of a comparison is scored on identical examples.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
@@ -55,20 +59,53 @@ def collate_examples(examples: list[Example]) -> EvalBatch:
     )
 
 
-class TrainingStream(IterableDataset):
-    """Endless random examples; each (rank, worker) draws from its own seeded generator."""
+LengthSampler = Callable[[int, random.Random, int], list[int]]
+# (optimizer step, generator, batch size) -> the task lengths of a batch; set by curricula.
 
-    def __init__(self, task: Task, min_length: int, max_length: int, seed: int) -> None:
+
+class TrainingStream(IterableDataset):
+    """Endless training batches; batch b is a pure function of (seed, rank, b).
+
+    The stream starts at batch `start_batch` (the restored step x accumulation on resume), so an
+    interrupted run continues with the batches the uninterrupted one would have drawn. With several
+    workers, worker w makes the batches b = w (mod workers); the DataLoader returns them in order.
+    `length_sampler` draws the lengths of a batch from its optimizer step b // `accumulation`;
+    None draws each example's length uniformly from [min_length, max_length].
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        min_length: int,
+        max_length: int,
+        seed: int,
+        batch_size: int,
+        start_batch: int = 0,
+        accumulation: int = 1,
+        length_sampler: LengthSampler | None = None,
+    ) -> None:
         self.task, self.min_length, self.max_length, self.seed = task, min_length, max_length, seed
+        self.batch_size, self.start_batch, self.accumulation = batch_size, start_batch, accumulation
+        self.length_sampler = length_sampler
+
+    def batch(self, batch_index: int, rank: int = 0) -> EvalBatch:
+        """The batch number `batch_index` of `rank`'s stream."""
+        rng = random.Random(f"train-{self.seed}-{rank}-{batch_index}")
+        if self.length_sampler is None:
+            lengths = [
+                rng.randint(self.min_length, self.max_length) for _ in range(self.batch_size)
+            ]
+        else:
+            lengths = self.length_sampler(batch_index // self.accumulation, rng, self.batch_size)
+        return collate_examples([self.task.make_example(length, rng) for length in lengths])
 
     def __iter__(self):
         worker = get_worker_info()
-        worker_id = worker.id if worker is not None else 0
+        worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-        rng = random.Random(f"train-{self.seed}-{rank}-{worker_id}")
-        while True:
-            length = rng.randint(self.min_length, self.max_length)
-            yield self.task.make_example(length, rng)
+        first = self.start_batch + (worker_id - self.start_batch) % num_workers
+        for batch_index in itertools.count(first, num_workers):
+            yield self.batch(batch_index, rank)
 
 
 def build_eval_set(
@@ -192,6 +229,7 @@ class TaskDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.num_workers = num_workers
         self.eval_sets: dict[str, list[Example]] = {}
+        self.train_length_sampler: LengthSampler | None = None  # set by a length curriculum
 
     @property
     def vocab_size(self) -> int:
@@ -218,12 +256,25 @@ class TaskDataModule(L.LightningDataModule):
             self.eval_sets[split] = [Example(**row) for row in rows]
 
     def train_dataloader(self) -> DataLoader:
-        stream = TrainingStream(self.task, self.train_min_length, self.train_max_length, self.seed)
+        trainer = self.trainer
+        accumulation = trainer.accumulate_grad_batches if trainer else 1
+        stream = TrainingStream(
+            self.task,
+            self.train_min_length,
+            self.train_max_length,
+            self.seed,
+            self.batch_size,
+            start_batch=trainer.global_step * accumulation if trainer else 0,
+            accumulation=accumulation,
+            length_sampler=self.train_length_sampler,
+        )
+        # batch_size=None: the stream yields whole batches. Its own generator, so creating the
+        # iterator draws nothing from the global RNG (a resumed run keeps the same random state).
         return DataLoader(
             stream,
-            batch_size=self.batch_size,
-            collate_fn=collate_examples,
+            batch_size=None,
             num_workers=self.num_workers,
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def _eval_dataloader(self, split: str) -> DataLoader:

@@ -1,4 +1,5 @@
-"""The `lengen` command: LightningCLI's fit, validate, test and predict, plus `lengen plugins`.
+"""The `lengen` command: LightningCLI's fit, validate, test and predict, plus `lengen plugins`
+and `lengen report` (lengen/report.py).
 
 Every plugin is imported before parsing, so short class names (`pos_encoding: RoPE`) resolve. Bad
 input exits non-zero with one line on stderr, no traceback.
@@ -22,6 +23,7 @@ from lengen.data.text import TextDataModule  # noqa: F401
 from lengen.module import LengenModule
 from lengen.plugins import GROUPS, PluginConflict, available_names, discover, discover_all
 from lengen.positional import PositionOutOfRange
+from lengen.report import ReportError, run_report
 
 # The last component of a config key that takes a plugin -> its entry-point group.
 PLUGIN_KEYS = {
@@ -131,6 +133,9 @@ def main(argv: list[str] | None = None) -> None:
                 raise UsageError(f"lengen plugins takes only --json, got {' '.join(extra)}")
             print_plugins(as_json="--json" in args)
             return
+        if args[:1] == ["report"]:
+            run_report(args[1:])
+            return
         discover_all()
         LengenCLI(
             LengenModule,
@@ -140,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
             save_config_kwargs={"overwrite": False},
             args=argv,
         )
-    except (UsageError, PluginConflict, PositionOutOfRange) as error:
+    except (UsageError, PluginConflict, PositionOutOfRange, ReportError) as error:
         print(f"lengen: error: {error}", file=sys.stderr)
         sys.exit(2)
 

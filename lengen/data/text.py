@@ -22,10 +22,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 @dataclass
 class TextBatch:
-    """input_ids and labels, each (B, n_ctx): labels are the inputs shifted by one token."""
+    """input_ids and labels, each (B, T): labels are the inputs shifted by one token (-100 where
+    not scored). `lengths`: (B,) evaluation context length, the bucket of per-length metrics;
+    None for training batches."""
 
     input_ids: torch.Tensor
     labels: torch.Tensor
+    lengths: torch.Tensor | None = None
 
 
 def pack_windows(token_ids: torch.Tensor, n_ctx: int) -> torch.Tensor:

@@ -77,7 +77,10 @@ def test_test_from_the_checkpoint_writes_table_figure_results_and_scalars(fitted
 
     log_dir = fitted / "runs" / "lightning_logs" / "version_1"  # a new version: nothing overwritten
     results = json.loads((log_dir / "results.json").read_text())
-    assert set(results["metrics"]) == {"exact_match", "token_accuracy"}
+    assert set(results["metrics"]) == {
+        "exact_match", "token_accuracy", "edit_distance", "perplexity"
+    }  # fmt: skip
+    assert set(results["summary"]) == {"exact_match", "token_accuracy"}  # higher-is-better only
     assert set(results["metrics"]["exact_match"]) == {"2", "4", "8"}
     assert results["pos_encoding"] == "ALiBi" and results["train_max_length"] == 4
     assert results["config"]["model"]["pos_encoding"]["class_path"].endswith("ALiBi")

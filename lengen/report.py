@@ -158,6 +158,23 @@ def group_runs(runs: list[Run]) -> list[Group]:
     return [groups[key] for key in sorted(groups)]
 
 
+def drop_repeated_seeds(groups: list[Group]) -> list[str]:
+    """Keep the newest results.json per seed in each group (a re-run test writes a new version
+    folder); return one note per file left out, so the reader sees it."""
+    notes = []
+    for group in groups:
+        newest: dict[str, Run] = {}
+        for run in sorted(group.runs, key=lambda run: run.path.stat().st_mtime):
+            if str(run.seed) in newest:
+                notes.append(
+                    f"{group.task} {group.label} seed {run.seed}: using {run.path}, not "
+                    f"{newest[str(run.seed)].path} (same seed, older)"
+                )
+            newest[str(run.seed)] = run
+        group.runs = sorted(newest.values(), key=lambda run: str(run.seed))
+    return notes
+
+
 def stat(values: list[float]) -> Stat:
     """Mean and sample std of the finite values (a missing or NaN entry is not a zero)."""
     finite = [v for v in values if v is not None and not math.isnan(v)]
@@ -204,6 +221,7 @@ class Report:
     metrics: list[str]
     threshold: float
     tables: dict[tuple[str, str, str], dict[str, Stat]]  # (task, metric, label) -> row
+    notes: list[str] = field(default_factory=list)
 
     def columns(self, task: str, metric: str) -> list[str]:
         lengths = sorted(
@@ -230,6 +248,7 @@ class Report:
 def build_report(paths: list[str], threshold: float = 0.5) -> Report:
     runs = [load_run(path) for path in find_results(paths)]
     groups = group_runs(runs)
+    notes = drop_repeated_seeds(groups)
     tasks = sorted({group.task for group in groups})
     metrics = sorted({name for run in runs for name in run.metrics})
     tables = {}
@@ -237,7 +256,7 @@ def build_report(paths: list[str], threshold: float = 0.5) -> Report:
         for metric in metrics:
             if any(metric in run.metrics for run in group.runs):
                 tables[(group.task, metric, group.label)] = group_table(group, metric, threshold)
-    return Report(groups, tasks, metrics, threshold, tables)
+    return Report(groups, tasks, metrics, threshold, tables, notes)
 
 
 def header_label(column: str, train_max_length: int | None) -> str:
@@ -283,7 +302,7 @@ def legend_lines(report: Report) -> list[str]:
 
 
 def format_terminal(report: Report) -> str:
-    out = [task_note(report), *legend_lines(report)]
+    out = [task_note(report), *legend_lines(report), *(f"note: {n}" for n in report.notes)]
     for task in report.tasks:
         for metric in report.metrics:
             header, rows = table_rows(report, task, metric)
@@ -304,6 +323,7 @@ def format_terminal(report: Report) -> str:
 
 def format_markdown(report: Report) -> str:
     out = ["# lengen report", "", task_note(report), "", *legend_lines(report)]
+    out += [f"- note: {note}" for note in report.notes]
     for task in report.tasks:
         for metric in report.metrics:
             header, rows = table_rows(report, task, metric)

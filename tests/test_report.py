@@ -82,7 +82,11 @@ def test_mean_and_std_over_seeds_match_a_plain_computation(tmp_path):
     write_run(tmp_path, "NoPE-warmup", "Copy", "NoPE", 0, random_curve(rng), ["LengthWarmup"])
     # A missing length in one seed is left out of that length's mean (never counted as 0).
     write_run(tmp_path, "ALiBi-3", "Copy", "ALiBi", 3, {4: 0.5, 8: 0.25})
+    # A re-run test of NoPE seed 1 (older file) is left out with a note, not counted twice.
+    stale = write_run(tmp_path, "NoPE-1-old", "Copy", "NoPE", 1, random_curve(rng))
+    os.utime(stale / "results.json", (0, 0))
     report = build_report([str(tmp_path)], threshold=0.5)
+    assert len(report.notes) == 1 and "NoPE seed 1" in report.notes[0]
 
     labels = [group.label for group in report.groups]
     assert labels == ["ALiBi", "NoPE", "NoPE + LengthWarmup"]

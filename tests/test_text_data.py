@@ -41,7 +41,7 @@ def test_missing_transformers_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # import fails as if not installed
     data = TextDataModule(tokenizer="gpt2", cache_dir=str(tmp_path))
     with pytest.raises(ValueError, match="needs the transformers package"):
-        data.vocab_size
+        _ = data.vocab_size
 
 
 def test_off_by_one_window_leaves_the_last_position_untrained(tmp_path):

@@ -26,7 +26,7 @@ from lengen.summary import effective_length, extrapolation_score
 OUTPUT_FILES = ("report.md", "report.csv", "report.png")
 SUMMARY_COLUMNS = ("extrapolation_score", "effective_length")
 # Callbacks that do not change training: left out of the curriculum label.
-NON_CURRICULUM = ("lightning.", "lengen.attention_analysis", "AttentionAnalysis")
+NON_CURRICULUM = ("lightning.", "AttentionAnalysis", "GradientVarianceMonitor")
 
 
 class ReportError(ValueError):

@@ -1,0 +1,1 @@
+"""First-party curriculum and monitoring callbacks (entry-point group `lengen.callbacks`)."""

@@ -21,8 +21,10 @@ from lengen.data.tasks import collate_examples
 
 
 class AttentionAnalysis(Callback):
-    """Record attention for `examples_per_length` test examples of each length bucket (`lengths`;
-    None = every test length) and write, per length, into `<log dir>/attention/`:
+    """At test end: attention maps, attended distances and JSD against a reference, per length.
+
+    Records attention for `examples_per_length` test examples of each length bucket (`lengths`;
+    None = every test length) and writes, per length, into `<log dir>/attention/`:
     `length_<L>_maps.png` (every head of the first example), `length_<L>_distances.png` (per head,
     the share of attention at each distance query - key) and, with `reference_checkpoint` (a
     checkpoint of another run on the same task, e.g. NoPE), `length_<L>_jsd.png` (Jensen-Shannon

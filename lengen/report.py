@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from lengen.summary import effective_length, extrapolation_score
 
 OUTPUT_FILES = ("report.md", "report.csv", "report.png")
+POSITION_METRICS = {"position_loss"}  # buckets are positions, not lengths
 SUMMARY_COLUMNS = ("extrapolation_score", "effective_length")
 # Callbacks that do not change training: left out of the curriculum label.
 NON_CURRICULUM = ("lightning.", "AttentionAnalysis", "GradientVarianceMonitor")
@@ -41,6 +42,7 @@ class Run:
     task: str
     pos_encoding: str
     pos_encoding_args: dict
+    settings: dict[str, str]  # other model/data/trainer settings, flattened, JSON-encoded values
     curriculum: str
     seed: int | str
     train_max_length: int | None
@@ -88,6 +90,30 @@ def find_results(paths: list[str]) -> list[Path]:
     return sorted(set(found))
 
 
+# Settings that do not change what a run measures: never used to tell groups apart.
+IGNORED_SETTINGS = {
+    "model.metrics", "model.pos_encoding", "model.vocab_size", "data.seed", "data.cache_dir",
+    "data.num_workers", "data.eval_batch_size", "data.task",
+}  # fmt: skip
+
+
+MISSING = json.dumps("-")  # a setting absent from a run's config
+
+
+def run_settings(config: dict) -> dict[str, str]:
+    """The model, data and trainer.max_steps settings of a run config, as {key: JSON value}."""
+    data = (config.get("data") or {}).get("init_args") or {}
+    sections = {"model": config.get("model") or {}, "data": data}
+    settings = {
+        f"{section}.{key}": json.dumps(value, sort_keys=True)
+        for section, values in sections.items()
+        for key, value in values.items()
+        if f"{section}.{key}" not in IGNORED_SETTINGS
+    }
+    settings["trainer.max_steps"] = json.dumps((config.get("trainer") or {}).get("max_steps"))
+    return settings
+
+
 def load_run(path: Path) -> Run:
     """Parse one results.json; any problem is a one-line ReportError naming the file."""
     try:
@@ -125,6 +151,7 @@ def load_run(path: Path) -> Run:
         task=short_name(task),
         pos_encoding=payload.get("pos_encoding") or short_name(encoding),
         pos_encoding_args=(encoding.get("init_args") or {}) if isinstance(encoding, dict) else {},
+        settings=run_settings(config),
         curriculum="+".join(curriculum) or "-",
         seed=seed if seed is not None else "?",
         train_max_length=payload.get("train_max_length"),
@@ -135,7 +162,9 @@ def load_run(path: Path) -> Run:
 
 def group_runs(runs: list[Run]) -> list[Group]:
     """Group by (task, encoding, curriculum). Encoding arguments that differ between runs of the
-    same encoding class are added to the label, so e.g. two RoPE bases are not averaged together."""
+    same encoding class are added to the label, so e.g. two RoPE bases are not averaged together;
+    so are the model, data and max_steps settings that differ between runs of one task
+    (e.g. `[window=n_ctx]`), except seeds, paths and batch sizes of evaluation."""
     differing: dict[str, set[str]] = {}
     for run in runs:
         for other in runs:
@@ -146,12 +175,26 @@ def group_runs(runs: list[Run]) -> list[Group]:
                     for k in keys
                     if run.pos_encoding_args.get(k) != other.pos_encoding_args.get(k)
                 )
+    varying: dict[str, set[str]] = {}  # per task: settings that differ between its runs
+    for run in runs:
+        for other in runs:
+            if other.task == run.task:
+                keys = set(run.settings) | set(other.settings)
+                varying.setdefault(run.task, set()).update(
+                    k for k in keys if run.settings.get(k) != other.settings.get(k)
+                )
     groups: dict[tuple[str, str], Group] = {}
     for run in runs:
         args = ", ".join(
             f"{k}={run.pos_encoding_args.get(k)}" for k in sorted(differing[run.pos_encoding])
         )
         label = run.pos_encoding + (f"({args})" if args else "")
+        settings = [
+            f"{key.split('.', 1)[1]}={json.loads(run.settings.get(key, MISSING))}"
+            for key in sorted(varying[run.task])
+        ]
+        if settings:
+            label += f" [{', '.join(settings)}]"
         if run.curriculum != "-":
             label += f" + {run.curriculum}"
         groups.setdefault((run.task, label), Group(run.task, label)).runs.append(run)
@@ -396,10 +439,11 @@ def figure(report: Report, metric: str) -> Figure:
                 lengths, means, yerr=stds, marker="o", capsize=3, label=f"{group.label} (n={seeds})"
             )
         limit = report.train_max_length(task)
-        if limit is not None:
+        by_position = metric in POSITION_METRICS
+        if limit is not None and not by_position:
             ax.axvspan(0, limit, color="grey", alpha=0.15, label="training lengths")
         ax.set_title(f"{task}: {metric}")
-        ax.set_xlabel("length")
+        ax.set_xlabel("position in the window" if by_position else "length")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

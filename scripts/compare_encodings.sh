@@ -2,6 +2,7 @@
 # The five-encoding comparison (Kazemnejad et al. 2023) on copy, reverse and addition, 3 seeds,
 # then one `lengen report` over all runs. Override any list or the step count from the env:
 #   TASKS="copy" ENCODINGS="nope alibi" SEEDS="0" STEPS=300 scripts/compare_encodings.sh
+# Extra arguments go to every `lengen fit` and `lengen test`, e.g. --data.init_args.batch_size 32.
 # Runs go to $RUNS/<task>/<encoding>/seed<seed>, the report to $OUT (refused if it exists: set
 # OUT or pass REPORT_ARGS=--overwrite).
 set -euo pipefail
@@ -20,7 +21,7 @@ for task in $TASKS; do
       root="$RUNS/$task/$encoding/seed$seed"
       configs=(--config "$EXPERIMENT/base.yaml" --config "$EXPERIMENT/$task.yaml"
                --config "configs/pe/$encoding.yaml" --seed_everything "$seed"
-               --trainer.default_root_dir "$root")
+               --trainer.default_root_dir "$root" "$@")
       echo "== $task $encoding seed $seed"
       start=$(date +%s)
       mkdir -p "$root"

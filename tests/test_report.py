@@ -133,6 +133,22 @@ def test_summary_scores_against_a_plain_walk():
     assert effective_length({2: 1.0, 4: math.nan, 8: 0.7}, 0.5) == 8  # NaN = not evaluated
 
 
+def test_differing_settings_split_groups(tmp_path):
+    rng = random.Random()
+    for window in ("n_ctx", "n_ctx+1"):
+        folder = write_run(tmp_path / window, "run", "Copy", "Learned", 0, random_curve(rng))
+        payload = json.loads((folder / "results.json").read_text())
+        payload["config"]["data"]["init_args"]["window"] = window
+        payload["config"]["data"]["init_args"]["cache_dir"] = str(tmp_path / window)  # ignored
+        (folder / "results.json").write_text(json.dumps(payload))
+    report = build_report([str(tmp_path)])
+    assert [group.label for group in report.groups] == [
+        "Learned [window=n_ctx+1]",
+        "Learned [window=n_ctx]",
+    ]
+    assert not report.notes  # not mistaken for a repeated seed
+
+
 def test_runs_of_several_tasks_get_one_table_each(tmp_path):
     rng = random.Random()
     for task in ("Copy", "Reverse"):

@@ -156,7 +156,8 @@ def load_run(path: Path) -> Run:
         seed=seed if seed is not None else "?",
         train_max_length=payload.get("train_max_length"),
         metrics=metrics,
-        summary_metrics=list(payload.get("summary") or metrics),
+        # Files without a `summary` entry predate it: summarise every metric.
+        summary_metrics=list(payload["summary"] if "summary" in payload else metrics),
     )
 
 

@@ -25,7 +25,9 @@ for task in $TASKS; do
       echo "== $task $encoding seed $seed"
       start=$(date +%s)
       mkdir -p "$root"
-      lengen fit "${configs[@]}" --trainer.max_steps "$STEPS" > "$root/fit.log" 2>&1 \
+      # Validating at the last step also writes the checkpoint that `lengen test` loads.
+      lengen fit "${configs[@]}" --trainer.max_steps "$STEPS" \
+        --trainer.val_check_interval "$(( STEPS < 500 ? STEPS : 500 ))" > "$root/fit.log" 2>&1 \
         || { tail -5 "$root/fit.log"; exit 1; }
       lengen test "${configs[@]}" --ckpt_path last > "$root/test.log" 2>&1 \
         || { tail -5 "$root/test.log"; exit 1; }

@@ -126,12 +126,15 @@ def load_run(path: Path) -> Run:
         model = config.get("model") or {}
         encoding = model.get("pos_encoding")
         callbacks = (config.get("trainer") or {}).get("callbacks") or []
-        curriculum = [
-            short_name(cb)
-            for cb in callbacks
-            if not any(str(cb.get("class_path", cb)).startswith(skip) for skip in NON_CURRICULUM)
-            and short_name(cb) not in NON_CURRICULUM
+        class_paths = [
+            cb.get("class_path", "?") if isinstance(cb, dict) else cb for cb in callbacks
         ]
+        curriculum = [
+            short_name(path)
+            for path in class_paths
+            if not str(path).startswith(NON_CURRICULUM) and short_name(path) not in NON_CURRICULUM
+        ]
+        settings = run_settings(config)
         seed = config.get("seed_everything", data_args.get("seed", "?"))
         metrics = {
             name: {int(length): float("nan" if v is None else v) for length, v in values.items()}
@@ -151,7 +154,7 @@ def load_run(path: Path) -> Run:
         task=short_name(task),
         pos_encoding=payload.get("pos_encoding") or short_name(encoding),
         pos_encoding_args=(encoding.get("init_args") or {}) if isinstance(encoding, dict) else {},
-        settings=run_settings(config),
+        settings=settings,
         curriculum="+".join(curriculum) or "-",
         seed=seed if seed is not None else "?",
         train_max_length=payload.get("train_max_length"),

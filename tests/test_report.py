@@ -79,7 +79,9 @@ def test_mean_and_std_over_seeds_match_a_plain_computation(tmp_path):
             write_run(tmp_path, f"{encoding}-{seed}", "Copy", encoding, seed,
                       curves[(encoding, seed)])  # fmt: skip
     # One NoPE seed with a curriculum is its own group, not averaged with plain NoPE.
-    write_run(tmp_path, "NoPE-warmup", "Copy", "NoPE", 0, random_curve(rng), ["LengthWarmup"])
+    # (A monitoring callback does not make a curriculum.)
+    write_run(tmp_path, "NoPE-warmup", "Copy", "NoPE", 0, random_curve(rng),
+              ["LengthWarmup", "GradientVarianceMonitor"])  # fmt: skip
     # A missing length in one seed is left out of that length's mean (never counted as 0).
     write_run(tmp_path, "ALiBi-3", "Copy", "ALiBi", 3, {4: 0.5, 8: 0.25})
     # A re-run test of NoPE seed 1 (older file) is left out with a note, not counted twice.

@@ -134,5 +134,9 @@ def test_callback_writes_figures_and_divergence_against_a_reference(tmp_path):
         jsd = torch.tensor(entry["jsd"])  # (L, nh, nh)
         assert jsd.diagonal(dim1=1, dim2=2).abs().max() < 1e-6
         assert len(entry["mean_distance"][0]) == 2
-    with pytest.raises(ValueError, match="is not a file"):
+    with pytest.raises(ValueError, match="is not a checkpoint file or a folder"):
         AttentionAnalysis(reference_checkpoint=str(tmp_path / "none.ckpt"))
+    with pytest.raises(ValueError, match="no \\*.ckpt below"):
+        AttentionAnalysis(reference_checkpoint=str(tmp_path / "test" / "attention"))
+    folder = AttentionAnalysis(reference_checkpoint=str(tmp_path))
+    assert folder.reference_checkpoint == str(checkpoint)  # the newest below the folder

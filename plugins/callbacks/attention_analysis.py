@@ -27,7 +27,8 @@ class AttentionAnalysis(Callback):
     None = every test length) and writes, per length, into `<log dir>/attention/`:
     `length_<L>_maps.png` (every head of the first example), `length_<L>_distances.png` (per head,
     the share of attention at each distance query - key) and, with `reference_checkpoint` (a
-    checkpoint of another run on the same task, e.g. NoPE), `length_<L>_jsd.png` (Jensen-Shannon
+    checkpoint of another run on the same task, e.g. NoPE, or its run folder: the newest *.ckpt
+    below it), `length_<L>_jsd.png` (Jensen-Shannon
     divergence in bits of each head against each reference head); `attention.json` holds the
     numbers. The same figures go to TensorBoard under `attention/...`. Task runs only.
     """
@@ -40,8 +41,17 @@ class AttentionAnalysis(Callback):
     ) -> None:
         if examples_per_length < 1:
             raise ValueError(f"examples_per_length must be >= 1, got {examples_per_length}")
+        if reference_checkpoint is not None and Path(reference_checkpoint).is_dir():
+            found = sorted(
+                Path(reference_checkpoint).rglob("*.ckpt"), key=lambda p: p.stat().st_mtime
+            )
+            if not found:
+                raise ValueError(f"reference_checkpoint: no *.ckpt below {reference_checkpoint}")
+            reference_checkpoint = str(found[-1])  # the newest, like `--ckpt_path last`
         if reference_checkpoint is not None and not Path(reference_checkpoint).is_file():
-            raise ValueError(f"reference_checkpoint {reference_checkpoint} is not a file")
+            raise ValueError(
+                f"reference_checkpoint {reference_checkpoint} is not a checkpoint file or a folder"
+            )
         self.examples_per_length = examples_per_length
         self.lengths = lengths
         self.reference_checkpoint = reference_checkpoint

@@ -1,5 +1,6 @@
 """The `lengen` command: LightningCLI's fit, validate, test and predict, plus `lengen plugins`,
-`lengen heatmap` (lengen/heatmap.py) and `lengen tune` (lengen/tune.py).
+`lengen report` (lengen/report.py), `lengen heatmap` (lengen/heatmap.py) and `lengen tune`
+(lengen/tune.py).
 
 Every plugin is imported before parsing, so short class names (`pos_encoding: RoPE`) resolve. Bad
 input exits non-zero with one line on stderr, no traceback.
@@ -24,6 +25,7 @@ from lengen.data.text import TextDataModule  # noqa: F401
 from lengen.module import LengenModule
 from lengen.plugins import GROUPS, PluginConflict, available_names, discover, discover_all
 from lengen.positional import PositionOutOfRange
+from lengen.report import ReportError, run_report
 
 # The last component of a config key that takes a plugin -> its entry-point group.
 PLUGIN_KEYS = {
@@ -144,6 +146,9 @@ def main(argv: list[str] | None = None) -> None:
                 raise UsageError(f"lengen plugins takes only --json, got {' '.join(extra)}")
             print_plugins(as_json="--json" in args)
             return
+        if args[:1] == ["report"]:
+            run_report(args[1:])
+            return
         if args[:1] == ["heatmap"]:
             from lengen.heatmap import main as heatmap_main  # matplotlib only when asked for
 
@@ -170,7 +175,13 @@ def main(argv: list[str] | None = None) -> None:
             save_config_kwargs={"overwrite": False},
             args=argv,
         )
-    except (UsageError, PluginConflict, PositionOutOfRange, MisconfigurationException) as error:
+    except (
+        UsageError,
+        PluginConflict,
+        PositionOutOfRange,
+        MisconfigurationException,
+        ReportError,
+    ) as error:
         print(f"lengen: error: {error}", file=sys.stderr)
         sys.exit(2)
 

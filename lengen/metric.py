@@ -54,6 +54,10 @@ class LengthMetric(Metric):
         """Snake-case name used in logged tags, e.g. ExactMatch -> exact_match."""
         return re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
 
+    def accepts(self, batch) -> bool:
+        """Whether this metric scores `batch`; by default task batches (EvalBatch) only."""
+        return isinstance(batch, EvalBatch)
+
     def score(
         self, batch: EvalBatch, logits: torch.Tensor, generated: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ from lengen.model import Decoder
 from lengen.plugins import discover
 from lengen.positional import PositionalEncoding
 from lengen.results import figure_metrics_vs_length, format_table, write_results
+from lengen.summary import summarise
 from lengen.task import PAD
 
 SPLITS = ("val", "test")
@@ -183,9 +184,9 @@ class LengenModule(L.LightningModule):
     def _evaluate(self, batch, split: str) -> None:
         logits = self(batch.input_ids)
         self.log(f"{split}/loss", self.loss(logits, batch.labels), batch_size=len(batch.labels))
-        if not isinstance(batch, EvalBatch):
-            return  # language-model batches have no length buckets
-        metrics = self.metrics[split].values()
+        metrics = [metric for metric in self.metrics[split].values() if metric.accepts(batch)]
+        if not metrics:
+            return  # e.g. language-model training-style batches without length buckets
         needs_generation = any(metric.requires_generation for metric in metrics)
         generated = self.greedy_generate(batch) if needs_generation else None
         for metric in metrics:
@@ -276,6 +277,11 @@ class LengenModule(L.LightningModule):
             pos_encoding=type(self.decoder.pos_encoding).__name__,
             global_step=max(self.global_step, self.checkpoint_step),
             config=self.run_config,
+            summary={  # extrapolation score and effective length of the accuracy-like metrics
+                name: summarise(per_length, self._train_max_length())
+                for name, per_length in results.items()
+                if self.metrics["test"][name].higher_is_better
+            },
         )
         print(f"results: {out_dir / 'results.json'}, figure: {out_dir / 'metrics_vs_length.png'}")
 

@@ -43,7 +43,9 @@ def figure_metrics_vs_length(
         axes.axvspan(0, train_max_length, color="grey", alpha=0.15, label="training lengths")
     axes.set_xlabel("length")
     axes.set_ylabel("value")
-    axes.set_ylim(-0.02, 1.02)
+    values = [value for per_length in metrics.values() for value in per_length.values()]
+    if all(0.0 <= value <= 1.0 for value in values):  # fractions; perplexity and loss are not
+        axes.set_ylim(-0.02, 1.02)
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()

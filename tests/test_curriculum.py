@@ -42,7 +42,7 @@ class Recorder(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.shapes.append((trainer.global_step, batch_idx, tuple(batch.input_ids.shape)))
-        if hasattr(batch, "lengths"):
+        if getattr(batch, "lengths", None) is not None:  # task batches
             self.task_lengths.append((trainer.global_step, batch.lengths.tolist()))
         encoding = pl_module.decoder.pos_encoding
         if "scale" in encoding.schedulable:
@@ -134,7 +134,7 @@ def test_accumulated_micro_batches_give_the_per_token_mean_gradient():
 def test_warmup_on_the_text_data_module_with_accumulation(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(chr(32 + (i * 7) % 90) for i in range(6000)))
-    data = TextDataModule(files=[str(corpus)], n_ctx=32, batch_size=2)
+    data = TextDataModule(files=[str(corpus)], n_ctx=32, batch_size=2, eval_multiples=[1])
     recorder = Recorder()
     warmup = SequenceLengthWarmup(min_seq_length=8, duration=0.5, step_size=8, mode="segment")
     trainer([warmup, recorder], max_steps=8, accumulate=2).fit(tiny_module(), datamodule=data)

@@ -96,18 +96,20 @@ def test_windows_hold_n_ctx_plus_one_tokens():
 def test_text_module_fills_every_position_of_the_context(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(random.choice("abcdefgh \n") for _ in range(3000)))
-    data = TextDataModule(files=[str(corpus)], n_ctx=32, batch_size=4)
+    data = TextDataModule(
+        files=[str(corpus)], n_ctx=32, batch_size=4, val_fraction=0.3, cache_dir=str(tmp_path)
+    )
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
     assert batch.input_ids.shape == batch.labels.shape == (4, 32)
     assert torch.equal(batch.input_ids[:, 1:], batch.labels[:, :-1])
 
 
-def test_stdlib_source_is_the_default_corpus():
-    data = TextDataModule(n_ctx=64, max_bytes=20_000)
+def test_stdlib_source_is_the_default_corpus(tmp_path):
+    data = TextDataModule(n_ctx=64, max_tokens=20_000, eval_multiples=[1], cache_dir=str(tmp_path))
     data.setup("fit")
     text = bytes(data.train_windows[0].tolist()).decode("utf-8", errors="replace")
-    assert len(data.train_windows) + len(data.val_windows) == (20_000 - 1) // 64
+    assert len(data.train_windows) == (20_000 - int(20_000 * 0.05) - 1) // 64
     assert "import" in bytes(data.train_windows.flatten().tolist()).decode("utf-8", "replace")
     assert text  # real text, not padding
 
@@ -117,7 +119,9 @@ def test_one_full_length_step_trains_every_row_of_a_learned_table(tmp_path):
     n_ctx = 16
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(random.choice("abcdefgh \n") for _ in range(2000)))
-    data = TextDataModule(files=[str(corpus)], n_ctx=n_ctx, batch_size=4)
+    data = TextDataModule(
+        files=[str(corpus)], n_ctx=n_ctx, batch_size=4, eval_multiples=[1], cache_dir=str(tmp_path)
+    )
     data.setup("fit")
     model = LengenModule(Learned(max_length=n_ctx), vocab_size=256, n_layer=1, d_model=32)
     batch = next(iter(data.train_dataloader()))

@@ -1,31 +1,50 @@
-"""Language-model data: byte-level tokens of local text, packed into windows of n_ctx + 1 tokens.
+"""Language-model data: any text corpus through `datasets`, tokenised once, packed into windows.
 
 A window of n_ctx + 1 tokens gives inputs w[:-1] and targets w[1:] that fill all n_ctx positions
 (with windows of n_ctx tokens the model would only ever see n_ctx - 1 positions, and the last row of
 a learned absolute table would never be trained). Consecutive windows share one token, so every
-token after the first is a target exactly once.
+token after the first is a target exactly once. `window: n_ctx` reproduces that off-by-one on
+purpose (for the demonstration in configs/experiments/off_by_one*.yaml).
 
-The default corpus is the running interpreter's own standard-library source: real text on every
-machine, no download.
+Corpus: local text files (one document per file), local JSON/JSONL files (a `text_field` per
+record), or a Hugging Face hub dataset name (needs a network). The default corpus is the running
+interpreter's own standard-library source: real text on every machine, no download. Tokenisation
+runs once through `Dataset.map` and is cached in `cache_dir` by the `datasets` fingerprint.
+
+Evaluation (val and test): the held-out tail of the token stream, cut into contexts of
+m x n_ctx tokens for m in `eval_multiples` (Press et al. 2022, "Train Short, Test Long": perplexity
+as the evaluation length grows), either as non-overlapping windows or as a sliding window that
+advances by `eval_stride` tokens and scores only the tokens new to each window. Each batch carries
+`lengths` = its context length, the bucket of the per-length metrics (Perplexity, PositionLoss).
 """
 
 from __future__ import annotations
 
+import itertools
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+from lengen.data.tasks import batches_by_length, default_cache_dir
+
+WINDOWS = ("n_ctx+1", "n_ctx")
+EVAL_MODES = ("nonoverlapping", "sliding")
 
 
 @dataclass
 class TextBatch:
-    """input_ids and labels, each (B, n_ctx): labels are the inputs shifted by one token."""
+    """input_ids and labels, each (B, T): labels are the inputs shifted by one token (-100 where
+    not scored). `lengths`: (B,) evaluation context length, the bucket of per-length metrics;
+    None for training batches."""
 
     input_ids: torch.Tensor
     labels: torch.Tensor
+    lengths: torch.Tensor | None = None
 
 
 def pack_windows(token_ids: torch.Tensor, n_ctx: int) -> torch.Tensor:
@@ -37,9 +56,79 @@ def pack_windows(token_ids: torch.Tensor, n_ctx: int) -> torch.Tensor:
     return token_ids[starts[:, None] + torch.arange(n_ctx + 1)]  # (num_windows, n_ctx + 1)
 
 
+def chop_windows(token_ids: torch.Tensor, n_ctx: int) -> torch.Tensor:
+    """The off-by-one on purpose: (N,) -> (N // n_ctx, n_ctx) disjoint windows of n_ctx tokens."""
+    num_windows = token_ids.numel() // n_ctx
+    if num_windows < 1:
+        raise ValueError(f"need at least n_ctx = {n_ctx} tokens, got {token_ids.numel()}")
+    return token_ids[: num_windows * n_ctx].view(num_windows, n_ctx)  # (num_windows, n_ctx)
+
+
+def sliding_windows(
+    token_ids: torch.Tensor, context: int, stride: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows of context + 1 tokens advancing by `stride`; labels score only the new tokens.
+
+    Returns windows (W, context + 1) and a mask (W, context) of scored label positions: the first
+    window scores all its `context` labels, each later one its last `stride`, so every token after
+    the first is scored exactly once (up to the dropped tail), each with as much context as fits.
+    """
+    if not 1 <= stride <= context:
+        raise ValueError(f"eval_stride must lie in [1, context={context}], got {stride}")
+    num_windows = (token_ids.numel() - 1 - context) // stride + 1
+    if num_windows < 1:
+        raise ValueError(f"need at least {context + 1} held-out tokens, got {token_ids.numel()}")
+    starts = torch.arange(num_windows) * stride
+    windows = token_ids[starts[:, None] + torch.arange(context + 1)]  # (W, context + 1)
+    scored = torch.zeros(num_windows, context, dtype=torch.bool)
+    scored[0] = True
+    scored[1:, context - stride :] = True
+    return windows, scored
+
+
 def collate_windows(rows: list[tuple[torch.Tensor]]) -> TextBatch:
     windows = torch.stack([row[0] for row in rows])  # (B, n_ctx + 1)
     return TextBatch(input_ids=windows[:, :-1], labels=windows[:, 1:])
+
+
+def collate_eval(rows: list[tuple[torch.Tensor, torch.Tensor]]) -> TextBatch:
+    windows = torch.stack([row[0] for row in rows])  # (B, C + 1)
+    scored = torch.stack([row[1] for row in rows])  # (B, C)
+    return TextBatch(
+        input_ids=windows[:, :-1],
+        labels=windows[:, 1:].masked_fill(~scored, -100),
+        lengths=torch.full((len(rows),), windows.shape[1] - 1),
+    )
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens (vocabulary 256); documents are separated by a newline byte."""
+
+    vocab_size = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8")) + [ord("\n")]
+
+
+class HubTokenizer:
+    """A Hugging Face tokenizer by name; documents end with its EOS token when it has one."""
+
+    def __init__(self, name: str) -> None:
+        try:
+            from transformers import AutoTokenizer  # heavy and optional: imported only here
+        except ImportError as error:
+            raise ValueError(
+                f"tokenizer {name!r} needs the transformers package (pip install transformers); "
+                "or use tokenizer: bytes"
+            ) from error
+        self.name = name
+        self.tokenizer = AutoTokenizer.from_pretrained(name)
+        self.vocab_size = len(self.tokenizer)
+
+    def encode(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        eos = self.tokenizer.eos_token_id
+        return ids + ([eos] if eos is not None else [])
 
 
 def stdlib_source_files() -> list[Path]:
@@ -47,52 +136,206 @@ def stdlib_source_files() -> list[Path]:
     return sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
 
 
-class TextDataModule(L.LightningDataModule):
-    """Byte-level language modelling on local text files (default: the standard-library source).
+class EpochShuffle(Sampler[int]):
+    """A permutation of range(size) that is a pure function of (seed, epoch).
 
-    files: paths of UTF-8 text files; max_bytes caps the corpus size; the last `val_fraction` of
-    the windows is held out for validation.
+    Lightning calls `set_epoch` at the start of each epoch, so a run restarted at epoch e draws
+    the same order as an uninterrupted one (not dependent on the generator's history).
     """
 
-    vocab_size = 256  # bytes
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def __iter__(self):
+        return iter(self.order())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class TextDataModule(L.LightningDataModule):
+    """Language modelling on a text corpus (default: the standard-library source, byte tokens).
+
+    files: local .txt (one document per file) or .json/.jsonl files (field `text_field`); dataset:
+    a hub dataset name instead (with `dataset_config`, `split`, e.g. "train[:1%]"); tokenizer:
+    "bytes" (built in) or a Hugging Face tokenizer name (needs `transformers`). max_tokens cuts the
+    token stream; its last `val_fraction` is held out, the first half for val, the second for test
+    (at most `eval_tokens` tokens each). window: "n_ctx+1" (correct) or "n_ctx" (the off-by-one,
+    for demonstrations). eval_mode: "nonoverlapping" or "sliding" (stride `eval_stride`, default
+    n_ctx // 2); eval_multiples: evaluation contexts in units of n_ctx.
+    """
 
     def __init__(
         self,
         files: list[str] | None = None,
+        dataset: str | None = None,
+        dataset_config: str | None = None,
+        split: str = "train",
+        text_field: str = "text",
+        tokenizer: str = "bytes",
         n_ctx: int = 128,
+        window: str = "n_ctx+1",
         batch_size: int = 16,
-        max_bytes: int = 2_000_000,
+        eval_batch_size: int = 16,
+        max_tokens: int = 2_000_000,
         val_fraction: float = 0.05,
+        eval_multiples: list[int] | None = None,
+        eval_mode: str = "nonoverlapping",
+        eval_stride: int | None = None,
+        eval_tokens: int = 32_768,
         seed: int = 0,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
+        if files and dataset:
+            raise ValueError("give either files or dataset, not both")
+        if window not in WINDOWS:
+            raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
+        if eval_mode not in EVAL_MODES:
+            raise ValueError(f"eval_mode must be one of {', '.join(EVAL_MODES)}, got {eval_mode!r}")
+        if n_ctx < 2:
+            raise ValueError(f"n_ctx must be >= 2, got {n_ctx}")
+        eval_multiples = eval_multiples or [1, 2, 4, 8]
+        if min(eval_multiples) < 1:
+            raise ValueError(f"eval_multiples must be positive integers, got {eval_multiples}")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
         self.files = [Path(f) for f in files] if files else None
-        self.n_ctx, self.batch_size = n_ctx, batch_size
-        self.max_bytes, self.val_fraction, self.seed = max_bytes, val_fraction, seed
+        self.dataset_name, self.dataset_config, self.split = dataset, dataset_config, split
+        self.text_field, self.tokenizer_name = text_field, tokenizer
+        self.n_ctx, self.window = n_ctx, window
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.max_tokens, self.val_fraction, self.eval_tokens = max_tokens, val_fraction, eval_tokens
+        self.eval_multiples = sorted(set(eval_multiples))
+        self.eval_mode, self.eval_stride = eval_mode, eval_stride or max(1, n_ctx // 2)
+        self.seed = seed
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "datasets"
+        self._tokenizer = None
+        self.eval_items: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            if self.tokenizer_name == "bytes":
+                self._tokenizer = ByteTokenizer()
+            else:
+                self._tokenizer = HubTokenizer(self.tokenizer_name)
+        return self._tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    @property
+    def train_max_length(self) -> int:
+        """The training context; longer evaluation contexts are marked as beyond training."""
+        return self.n_ctx
+
+    def _load_documents(self):
+        cache = str(self.cache_dir)
+        if self.dataset_name:
+            return datasets.load_dataset(
+                self.dataset_name, self.dataset_config, split=self.split, cache_dir=cache
+            )
+        files = self.files or self._default_files()
+        missing = [str(path) for path in files if not path.is_file()]
+        if missing:
+            raise ValueError(f"corpus files not found: {', '.join(missing)}")
+        data_files = [str(path) for path in files]
+        if all(path.suffix in (".json", ".jsonl") for path in files):
+            return datasets.load_dataset(
+                "json", data_files=data_files, split="train", cache_dir=cache
+            )
+        if any(path.suffix in (".json", ".jsonl") for path in files):
+            raise ValueError("mix of JSON and text files; give one kind")
+        return datasets.load_dataset(
+            "text", data_files=data_files, sample_by="document", split="train", cache_dir=cache
+        )
+
+    def _default_files(self) -> list[Path]:
+        """As many standard-library files as `max_tokens` needs (a file has >= 1 byte a token)."""
+        files, total = [], 0
+        for path in stdlib_source_files():
+            files.append(path)
+            total += path.stat().st_size
+            if total >= self.max_tokens:
+                break
+        return files
+
+    def token_stream(self) -> torch.Tensor:
+        """(N,) the corpus as one token stream, tokenised once (cached by `datasets`)."""
+        documents = self._load_documents()
+        if self.text_field not in documents.column_names:
+            raise ValueError(
+                f"the corpus has no field {self.text_field!r}; fields: "
+                f"{', '.join(documents.column_names)} (set text_field)"
+            )
+        tokenizer = self.tokenizer
+
+        def tokenize(batch: dict) -> dict:
+            return {"ids": [tokenizer.encode(text) for text in batch[self.text_field]]}
+
+        tokenized = documents.map(
+            tokenize, batched=True, remove_columns=documents.column_names, desc="tokenising"
+        )
+        ids = list(
+            itertools.islice(itertools.chain.from_iterable(tokenized["ids"]), self.max_tokens)
+        )
+        return torch.tensor(ids, dtype=torch.long)
 
     def setup(self, stage: str) -> None:
-        corpus = bytearray()
-        for path in self.files or stdlib_source_files():
-            corpus += path.read_bytes() + b"\n"
-            if len(corpus) >= self.max_bytes:
-                break
-        token_ids = torch.frombuffer(corpus[: self.max_bytes], dtype=torch.uint8).long()
-        windows = pack_windows(token_ids, self.n_ctx)
-        num_val = max(1, int(len(windows) * self.val_fraction))
-        self.train_windows, self.val_windows = windows[:-num_val], windows[-num_val:]
+        tokens = self.token_stream()
+        num_heldout = int(len(tokens) * self.val_fraction)
+        train, heldout = tokens[:-num_heldout], tokens[-num_heldout:]
+        if self.window == "n_ctx+1":
+            self.train_windows = pack_windows(train, self.n_ctx)  # (N, n_ctx + 1)
+        else:
+            self.train_windows = chop_windows(train, self.n_ctx)  # (N, n_ctx): n_ctx - 1 inputs
+        half = len(heldout) // 2
+        for split, part in (("val", heldout[:half]), ("test", heldout[half:])):
+            self.eval_items[split] = self._eval_items(part[: self.eval_tokens])
+
+    def _eval_items(self, tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(window of C + 1 tokens, scored mask (C,)) for each evaluation context C."""
+        items = []
+        for multiple in self.eval_multiples:
+            context = multiple * self.n_ctx
+            if len(tokens) < context + 1:
+                raise ValueError(
+                    f"evaluation context {context} needs {context + 1} held-out tokens, have "
+                    f"{len(tokens)}; raise max_tokens, val_fraction or eval_tokens"
+                )
+            if self.eval_mode == "sliding":
+                windows, scored = sliding_windows(tokens, context, min(self.eval_stride, context))
+            else:
+                windows = pack_windows(tokens, context)
+                scored = torch.ones(len(windows), context, dtype=torch.bool)
+            items += list(zip(windows, scored))
+        return items
 
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             TensorDataset(self.train_windows),
             batch_size=self.batch_size,
-            shuffle=True,
-            generator=generator,
+            sampler=EpochShuffle(len(self.train_windows), self.seed),
             collate_fn=collate_windows,
             drop_last=True,
         )
 
+    def _eval_dataloader(self, split: str) -> DataLoader:
+        items = self.eval_items[split]
+        batches = batches_by_length([len(scored) for _, scored in items], self.eval_batch_size)
+        return DataLoader(items, batch_sampler=batches, collate_fn=collate_eval)
+
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(
-            TensorDataset(self.val_windows), batch_size=self.batch_size, collate_fn=collate_windows
-        )
+        return self._eval_dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_dataloader("test")

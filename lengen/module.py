@@ -267,7 +267,7 @@ class LengenModule(L.LightningModule):
             return
         out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        print(format_table(results, self._train_max_length()))
+        print("\n" + format_table(results, self._train_max_length()))  # below the progress bar
         figure = figure_metrics_vs_length(results, self._train_max_length(), title="test")
         figure.savefig(out_dir / "metrics_vs_length.png", dpi=120, bbox_inches="tight")
         write_results(

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from lengen.plugins import discover
+
+# The tests run tiny models, for which one thread is several times faster than two competing ones;
+# subprocesses (the `lengen` command) inherit the variable.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 def write_distribution(root: Path, name: str, entry_points: str, modules: dict[str, str]) -> Path:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from lengen.report import find_results  # raises ReportError, printed as one line by the CLI
+
 LOCATION_ORDER = ("start", "middle", "end", "any")
 
 
@@ -29,23 +31,6 @@ class HeatmapError(ValueError):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         raise HeatmapError(f"lengen heatmap: {message}")
-
-
-def find_results(paths: list[str]) -> list[Path]:
-    """The results.json files named by `paths` (files, or directories searched recursively)."""
-    found = []
-    for name in paths:
-        path = Path(name)
-        if path.is_file():
-            found.append(path)
-        elif path.is_dir():
-            below = sorted(path.rglob("results.json"))
-            if not below:
-                raise HeatmapError(f"no results.json below {path}; run `lengen test` there first")
-            found += below
-        else:
-            raise HeatmapError(f"{path} is neither a results.json file nor a directory")
-    return found
 
 
 def _short(class_path: str) -> str:

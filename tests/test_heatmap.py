@@ -60,7 +60,10 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     write_run(tmp_path, "a", "start", {128: 1.0})
     for args, message in (
         ([str(tmp_path / "a"), "--metric", "exact_match"], "no metric 'exact_match'; it has: "),
-        ([str(tmp_path / "missing")], "is neither a results.json file nor a directory"),
+        (
+            [str(tmp_path / "missing")],
+            "does not exist (give run directories or results.json files)",
+        ),
         ([str(tmp_path / "a"), "--colour"], "unrecognized arguments: --colour"),
     ):
         with pytest.raises(SystemExit) as exit_info:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The five-encoding comparison (Kazemnejad et al. 2023) on copy, reverse and addition, 3 seeds,
+# The five-encoding comparison (Kazemnejad et al. 2023) on copy, reverse, addition and SCAN, 3 seeds,
 # then one `lengen report` over all runs. Override any list or the step count from the env:
 #   TASKS="copy" ENCODINGS="nope alibi" SEEDS="0" STEPS=300 scripts/compare_encodings.sh
 # Extra arguments go to every `lengen fit` and `lengen test`, e.g. --data.init_args.batch_size 32.
@@ -7,7 +7,7 @@
 # OUT or pass REPORT_ARGS=--overwrite).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TASKS=${TASKS:-"copy reverse addition"}
+TASKS=${TASKS:-"copy reverse addition scan"}
 ENCODINGS=${ENCODINGS:-"nope sinusoidal t5_bias alibi rope"}
 SEEDS=${SEEDS:-"0 1 2"}
 STEPS=${STEPS:-1500}

@@ -16,11 +16,19 @@ m x n_ctx tokens for m in `eval_multiples` (Press et al. 2022, "Train Short, Tes
 as the evaluation length grows), either as non-overlapping windows or as a sliding window that
 advances by `eval_stride` tokens and scores only the tokens new to each window. Each batch carries
 `lengths` = its context length, the bucket of the per-length metrics (Perplexity, PositionLoss).
+
+Training order and resumption: epoch e visits the windows in a permutation that is a pure function
+of (seed, e), in batches of `batch_size` (the incomplete last batch dropped); Lightning takes an
+optimizer step every `accumulate_grad_batches` batches and on the last batch of an epoch. A run
+resumed with `--ckpt_path` from optimizer step t continues where the uninterrupted run was at step
+t, in the middle of an epoch too: the position is derived from the restored `trainer.global_step`,
+no extra state is saved (one process; see `TextDataModule.resume_position`).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +38,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from lengen.data.tasks import batches_by_length, default_cache_dir
+from lengen.data.tasks import FixedBatches, batches_by_length, default_cache_dir
 
 WINDOWS = ("n_ctx+1", "n_ctx")
 EVAL_MODES = ("nonoverlapping", "sliding")
@@ -140,11 +148,15 @@ class EpochShuffle(Sampler[int]):
     """A permutation of range(size) that is a pure function of (seed, epoch).
 
     Lightning calls `set_epoch` at the start of each epoch, so a run restarted at epoch e draws
-    the same order as an uninterrupted one (not dependent on the generator's history).
+    the same order as an uninterrupted one (not dependent on the generator's history). In epoch
+    `resume_epoch` the order starts at its position `resume_index` (a resumed run continues the
+    epoch where it was interrupted; other epochs are whole). `len` stays `size`: Lightning counts
+    a resumed epoch's batches on from the restored batch index.
     """
 
-    def __init__(self, size: int, seed: int) -> None:
+    def __init__(self, size: int, seed: int, resume_epoch: int = 0, resume_index: int = 0) -> None:
         self.size, self.seed, self.epoch = size, seed, 0
+        self.resume_epoch, self.resume_index = resume_epoch, resume_index
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -154,7 +166,10 @@ class EpochShuffle(Sampler[int]):
         return torch.randperm(self.size, generator=generator).tolist()
 
     def __iter__(self):
-        return iter(self.order())
+        order = self.order()
+        if self.epoch == self.resume_epoch:
+            order = order[self.resume_index :]
+        return iter(order)
 
     def __len__(self) -> int:
         return self.size
@@ -170,6 +185,9 @@ class TextDataModule(L.LightningDataModule):
     (at most `eval_tokens` tokens each). window: "n_ctx+1" (correct) or "n_ctx" (the off-by-one,
     for demonstrations). eval_mode: "nonoverlapping" or "sliding" (stride `eval_stride`, default
     n_ctx // 2); eval_multiples: evaluation contexts in units of n_ctx.
+
+    Resuming (`--ckpt_path`) continues the interrupted epoch at the batch the uninterrupted run
+    would draw next (`resume_position`), so the per-step losses match it exactly.
     """
 
     def __init__(
@@ -320,19 +338,43 @@ class TextDataModule(L.LightningDataModule):
             items += list(zip(windows, scored))
         return items
 
+    def resume_position(self) -> tuple[int, int]:
+        """(epoch, first position in that epoch's order) of optimizer step `trainer.global_step`.
+
+        An epoch has B = len(train_windows) // batch_size batches (drop_last; at most
+        limit_train_batches) and S = ceil(B / accumulate_grad_batches) optimizer steps (Lightning
+        steps on an epoch's last batch even when its accumulation group is short), so step t
+        starts epoch t // S at batch (t mod S) x accumulate_grad_batches. On a fresh run t = 0;
+        when resuming, t is the restored step. (0, 0) without a trainer; with several processes
+        the epoch restarts from its first batch (resuming there is not exact).
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.world_size > 1:
+            return 0, 0
+        batches = len(self.train_windows) // self.batch_size
+        limit = trainer.limit_train_batches
+        batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+        accumulation = trainer.accumulate_grad_batches
+        epoch, step = divmod(trainer.global_step, max(1, math.ceil(batches / accumulation)))
+        return epoch, step * accumulation * self.batch_size
+
     def train_dataloader(self) -> DataLoader:
+        resume_epoch, resume_index = self.resume_position()
+        # Its own generator: creating an iterator (every epoch, and once more on resume) draws
+        # nothing from the global RNG, so a resumed run keeps the uninterrupted random state.
         return DataLoader(
             TensorDataset(self.train_windows),
             batch_size=self.batch_size,
-            sampler=EpochShuffle(len(self.train_windows), self.seed),
+            sampler=EpochShuffle(len(self.train_windows), self.seed, resume_epoch, resume_index),
             collate_fn=collate_windows,
             drop_last=True,
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def _eval_dataloader(self, split: str) -> DataLoader:
         items = self.eval_items[split]
         batches = batches_by_length([len(scored) for _, scored in items], self.eval_batch_size)
-        return DataLoader(items, batch_sampler=batches, collate_fn=collate_eval)
+        return DataLoader(items, batch_sampler=FixedBatches(batches), collate_fn=collate_eval)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_dataloader("val")

@@ -25,7 +25,6 @@ from lengen.data.text import TextDataModule  # noqa: F401
 from lengen.module import LengenModule
 from lengen.plugins import GROUPS, PluginConflict, available_names, discover, discover_all
 from lengen.positional import PositionOutOfRange
-from lengen.report import ReportError, run_report
 
 # The last component of a config key that takes a plugin -> its entry-point group.
 PLUGIN_KEYS = {
@@ -147,7 +146,12 @@ def main(argv: list[str] | None = None) -> None:
             print_plugins(as_json="--json" in args)
             return
         if args[:1] == ["report"]:
-            run_report(args[1:])
+            from lengen.report import run_report  # matplotlib only when asked for
+
+            try:
+                run_report(args[1:])
+            except ValueError as error:
+                raise UsageError(str(error)) from error
             return
         if args[:1] == ["heatmap"]:
             from lengen.heatmap import main as heatmap_main  # matplotlib only when asked for
@@ -180,7 +184,6 @@ def main(argv: list[str] | None = None) -> None:
         PluginConflict,
         PositionOutOfRange,
         MisconfigurationException,
-        ReportError,
     ) as error:
         print(f"lengen: error: {error}", file=sys.stderr)
         sys.exit(2)

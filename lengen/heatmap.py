@@ -11,7 +11,6 @@ and writes it as Markdown (heatmap.md) and as a heatmap PNG (heatmap.png) to --o
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections import defaultdict
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from lengen.argparser import OneLineArgumentParser
 from lengen.report import find_results  # raises ReportError, printed as one line by the CLI
 
 LOCATION_ORDER = ("start", "middle", "end", "any")
@@ -26,11 +26,6 @@ LOCATION_ORDER = ("start", "middle", "end", "any")
 
 class HeatmapError(ValueError):
     """Bad input to `lengen heatmap`; the message is the one line printed."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise HeatmapError(f"lengen heatmap: {message}")
 
 
 def _short(class_path: str) -> str:
@@ -147,7 +142,7 @@ def figure_heatmap(table: dict[str, dict[int, list[float]]], metric: str) -> Fig
 
 def main(argv: list[str]) -> None:
     """`lengen heatmap RUN_DIR... [--metric NAME] [--out DIR]`."""
-    parser = _Parser(prog="lengen heatmap", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="lengen heatmap", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run directories or results.json files")
     parser.add_argument("--metric", default="presence_accuracy", help="metric to show")
     parser.add_argument("--out", default=".", help="directory for heatmap.md and heatmap.png")

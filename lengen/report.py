@@ -21,6 +21,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from lengen.argparser import OneLineArgumentParser
 from lengen.summary import effective_length, extrapolation_score
 
 OUTPUT_FILES = ("report.md", "report.csv", "report.png")
@@ -456,7 +457,7 @@ def figure(report: Report, metric: str) -> Figure:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="lengen report",
         description="Compare results.json of many runs: mean ± std over seeds per length.",
     )
@@ -471,11 +472,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--threshold", type=float, default=0.5, help="effective length threshold (default 0.5)"
     )
-
-    def error(message: str):
-        raise ReportError(f"lengen report: {message}")
-
-    parser.error = error
     return parser.parse_args(argv)
 
 

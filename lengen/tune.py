@@ -20,6 +20,8 @@ from pathlib import Path
 import yaml
 from matplotlib.figure import Figure
 
+from lengen.argparser import OneLineArgumentParser
+
 
 def parse_floats(text: str) -> list[float]:
     try:
@@ -34,7 +36,7 @@ def parse_floats(text: str) -> list[float]:
 
 
 def tune_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="lengen tune",
         description="Short trials over (lr, warmup duration); other arguments go to `lengen fit`.",
     )

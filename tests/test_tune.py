@@ -69,3 +69,12 @@ def test_tune_bad_option_is_one_line(tmp_path, capsys):
         main(["tune", "--steps", "0", "--out", str(tmp_path), "--config", QUICKSTART])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().startswith("lengen: error: --steps must be >= 1")
+
+
+def test_tune_unparsable_grid_is_one_line_without_usage(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "--lr", "fast"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "usage" not in err
+    assert err.startswith("lengen: error: lengen tune: argument --lr: expected comma-separated")

@@ -1,0 +1,13 @@
+"""argparse for lengen's own subcommands (report, heatmap, tune): an error is one line."""
+
+from __future__ import annotations
+
+import argparse
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """Raises ValueError("<prog>: <message>") instead of printing usage and exiting; the CLI
+    prints it as one `lengen: error: ...` line with exit status 2."""
+
+    def error(self, message: str):
+        raise ValueError(f"{self.prog}: {message}")

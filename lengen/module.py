@@ -85,6 +85,9 @@ class LengenModule(L.LightningModule):
         )
         self.run_config: dict | None = None  # set by the CLI; written into results.json
         self.checkpoint_step = 0  # optimizer steps of the loaded checkpoint (test/validate)
+        # The optimizer step being accumulated: its labelled tokens and token-loss sum so far.
+        self._accumulating_step = -1
+        self._step_tokens = self._step_loss_sum = torch.zeros(())
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.init_from is not None:
@@ -124,11 +127,40 @@ class LengenModule(L.LightningModule):
         """Mean cross-entropy over the labelled tokens (labels -100 are ignored)."""
         return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self(batch.input_ids), batch.labels)
-        self.log("train/loss", loss, prog_bar=True)
+    def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Per-token loss over the whole optimizer step, exact under gradient accumulation.
+
+        Micro-batches of one step (one `global_step`) may hold different numbers of labelled
+        tokens (task batches; labels cut by a curriculum), so each micro-batch's mean would weight
+        tokens unequally. Invariant: after each micro-batch's backward, the gradients are those of
+        the mean loss over all labelled tokens of the step's micro-batches so far. Micro-batch k
+        rescales the accumulated gradients by seen / (seen + n_k) and returns its token-loss sum
+        times `accumulate_grad_batches` (Lightning divides by it) over (seen + n_k); so the last
+        micro-batch leaves the gradient of one big batch of all the step's examples. Under DDP each
+        rank normalises by its own tokens and DDP averages the ranks. Logs `train/loss`: the
+        micro-batch's per-token mean; returns `step_loss`: the step's per-token mean so far.
+        """
+        logits = self(batch.input_ids)  # (B, T, V)
+        labels = batch.labels.flatten()
+        loss_sum = F.cross_entropy(logits.flatten(0, 1), labels, ignore_index=-100, reduction="sum")
+        tokens = (labels != -100).sum()
+        first = self.trainer.global_step != self._accumulating_step  # first micro-batch of a step
+        if first:
+            self._accumulating_step = self.trainer.global_step
+            self._step_tokens = torch.zeros_like(tokens)
+            self._step_loss_sum = torch.zeros_like(loss_sum.detach())
+        seen, self._step_tokens = self._step_tokens, self._step_tokens + tokens
+        total = self._step_tokens.clamp(min=1)
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads and not first:  # the accumulated mean over `seen` tokens becomes one over `total`
+            torch._foreach_mul_(grads, seen.to(grads[0].dtype) / total.to(grads[0].dtype))
+        self._step_loss_sum = self._step_loss_sum + loss_sum.detach()
+        self.log("train/loss", loss_sum.detach() / tokens.clamp(min=1), prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
-        return loss
+        return {
+            "loss": loss_sum * self.trainer.accumulate_grad_batches / total,
+            "step_loss": self._step_loss_sum / total,
+        }
 
     @torch.no_grad()
     def greedy_generate(self, batch: EvalBatch, use_cache: bool = True) -> torch.Tensor:
@@ -284,6 +316,9 @@ class LengenModule(L.LightningModule):
             },
         )
         print(f"results: {out_dir / 'results.json'}, figure: {out_dir / 'metrics_vs_length.png'}")
+
+    def on_train_start(self) -> None:
+        self._accumulating_step = -1  # a new fit starts a new accumulation
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.checkpoint_step = checkpoint.get("global_step", 0)

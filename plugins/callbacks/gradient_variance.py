@@ -77,10 +77,13 @@ class GradientVarianceMonitor(ResumableCallback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        # Lightning hands back each micro-batch's loss divided by the accumulation factor, so the
-        # sum over the micro-batches of one step is that step's loss.
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self._step_loss += float(loss)
+        # LengenModule hands back `step_loss`: the per-token mean loss of the step so far. Other
+        # modules: Lightning hands back each micro-batch's loss divided by the accumulation
+        # factor, so the sum over the micro-batches of one step is that step's loss.
+        if isinstance(outputs, dict) and "step_loss" in outputs:
+            self._step_loss = float(outputs["step_loss"])
+        else:
+            self._step_loss += float(outputs["loss"] if isinstance(outputs, dict) else outputs)
         if (batch_idx + 1) % trainer.accumulate_grad_batches:
             return  # not the last micro-batch of the optimizer step
         step_loss, self._step_loss = self._step_loss, 0.0

@@ -54,8 +54,9 @@ class SequenceLengthWarmup(ResumableCallback):
     language-model and task batches alike):
       truncate: keep the first L tokens of each row (the rest of the row is not trained on);
       segment: cut each row into ceil(T / L) rows of L tokens, so no token is dropped.
-    Language-model rows are fully labelled, so every micro-batch of one step holds the same number
-    of labelled tokens and the mean-of-means under accumulation is the per-token mean of the step.
+    The micro-batches of one step may keep different numbers of labelled tokens (task batches);
+    `LengenModule.training_step` counts the labels it receives, so each optimizer step still
+    follows the mean loss over all labelled tokens of its micro-batches.
 
     Logs `curriculum/seq_length` and `curriculum/tokens_seen` (labelled tokens, summed over ranks).
 

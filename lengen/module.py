@@ -151,9 +151,10 @@ class LengenModule(L.LightningModule):
             self._step_loss_sum = torch.zeros_like(loss_sum.detach())
         seen, self._step_tokens = self._step_tokens, self._step_tokens + tokens
         total = self._step_tokens.clamp(min=1)
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if grads and not first:  # the accumulated mean over `seen` tokens becomes one over `total`
-            torch._foreach_mul_(grads, seen.to(grads[0].dtype) / total.to(grads[0].dtype))
+        if not first:  # the accumulated mean over `seen` tokens becomes one over `total`
+            for parameter in self.parameters():
+                if parameter.grad is not None:
+                    parameter.grad.mul_((seen / total).to(parameter.grad.dtype))
         self._step_loss_sum = self._step_loss_sum + loss_sum.detach()
         self.log("train/loss", loss_sum.detach() / tokens.clamp(min=1), prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])

@@ -141,14 +141,18 @@ def figure_heatmap(table: dict[str, dict[int, list[float]]], metric: str) -> Fig
 
 
 def main(argv: list[str]) -> None:
-    """`lengen heatmap RUN_DIR... [--metric NAME] [--out DIR]`."""
+    """`lengen heatmap RUN_DIR... [--metric NAME] [--out DIR] [--overwrite]`."""
     parser = OneLineArgumentParser(prog="lengen heatmap", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run directories or results.json files")
     parser.add_argument("--metric", default="presence_accuracy", help="metric to show")
     parser.add_argument("--out", default=".", help="directory for heatmap.md and heatmap.png")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     args = parser.parse_args(argv)
     table = build_table(find_results(args.runs), args.metric)
     out = Path(args.out)
+    existing = [str(out / name) for name in ("heatmap.md", "heatmap.png") if (out / name).exists()]
+    if existing and not args.overwrite:
+        raise HeatmapError(f"{', '.join(existing)} exist: choose another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     print(format_text(table, args.metric))
     (out / "heatmap.md").write_text(format_markdown(table, args.metric))

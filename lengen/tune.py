@@ -188,7 +188,11 @@ def tune(argv: list[str]) -> list[dict]:
     options, fit_args = tune_parser().parse_known_args(argv)
     if options.steps < 1 or options.variance_factor <= 1:
         raise ValueError("--steps must be >= 1 and --variance_factor > 1")
+    if min(options.lr) <= 0 or not all(0 <= duration <= 1 for duration in options.warmup):
+        raise ValueError("--lr values must be > 0 and --warmup durations in [0, 1] (0: none)")
     out = Path(options.out)
+    if (out / "tune_results.json").exists():
+        raise ValueError(f"{out / 'tune_results.json'} exists: choose another --out (or remove it)")
     out.mkdir(parents=True, exist_ok=True)
     trials = [
         run_trial(fit_args, lr, duration, options, out)

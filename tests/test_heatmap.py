@@ -71,3 +71,18 @@ def test_bad_input_is_one_line(tmp_path, capsys):
         assert exit_info.value.code == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("lengen: error: ") and message in lines[0]
+
+
+def test_existing_outputs_are_kept_without_overwrite(tmp_path, capsys):
+    from lengen.cli import main
+
+    write_run(tmp_path, "a", "start", {128: 1.0})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "heatmap.md").write_text("earlier")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["heatmap", str(tmp_path / "a"), "--out", str(out)])
+    assert exit_info.value.code == 2 and "pass --overwrite" in capsys.readouterr().err
+    assert (out / "heatmap.md").read_text() == "earlier"
+    main(["heatmap", str(tmp_path / "a"), "--out", str(out), "--overwrite"])
+    assert (out / "heatmap.md").read_text().startswith("| presence_accuracy | 128 |")

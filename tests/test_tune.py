@@ -78,3 +78,16 @@ def test_tune_unparsable_grid_is_one_line_without_usage(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "usage" not in err
     assert err.startswith("lengen: error: lengen tune: argument --lr: expected comma-separated")
+
+
+def test_tune_never_overwrites_an_earlier_tuning(tmp_path, capsys):
+    earlier = tmp_path / "tune_results.json"
+    earlier.write_text("[]")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "--out", str(tmp_path), "--config", QUICKSTART])
+    assert exit_info.value.code == 2
+    assert "tune_results.json exists" in capsys.readouterr().err
+    assert earlier.read_text() == "[]"
+    with pytest.raises(SystemExit):
+        main(["tune", "--warmup", "0,1.5", "--out", str(tmp_path / "new")])
+    assert "--warmup durations in [0, 1]" in capsys.readouterr().err

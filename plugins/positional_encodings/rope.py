@@ -13,6 +13,19 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+def apply_rotary(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotary_dim: int
+) -> torch.Tensor:
+    """(B, nh, T, hs) x, (B, 1, T, r) cos and sin -> (B, nh, T, hs) in x's dtype.
+
+    The first r = rotary_dim dims of each head rotate; the others pass through.
+    """
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
+    x_rot = x_rot * cos + rotate_half(x_rot) * sin  # (B, nh, T, r)
+    return torch.cat((x_rot, x_pass), dim=-1)  # (B, nh, T, hs)
+
+
 class RoPE(PositionalEncoding):
     """RoPE: queries and keys rotated by position-dependent angles (Su et al., RoFormer).
 
@@ -92,10 +105,7 @@ class RoPE(PositionalEncoding):
         else:
             inverse_frequencies = inverse_frequencies.to(compute_dtype)
             cos, sin = self._cos_sin(positions, compute_dtype, inverse_frequencies)
-        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        x_rot, x_pass = x[..., : self.rotary_dim], x[..., self.rotary_dim :]
-        x_rot = x_rot * cos + rotate_half(x_rot) * sin  # (B, nh, T, r)
-        return torch.cat((x_rot, x_pass), dim=-1)  # (B, nh, T, hs)
+        return apply_rotary(x, cos, sin, self.rotary_dim)
 
     def rotate(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lengen_plugins.positional_encodings.rope import RoPE, rotate_half
+from lengen_plugins.positional_encodings.rope import RoPE, apply_rotary
 
 
 class XPos(RoPE):
@@ -84,10 +84,7 @@ class XPos(RoPE):
         compute_dtype = torch.promote_types(torch.float32, x.dtype)
         cos, sin = self._cos_sin(positions, compute_dtype)  # (B, 1, T, r)
         scale = self._scale(positions - centre, sign, compute_dtype)  # (B, 1, T, r)
-        cos, sin = (cos * scale).to(x.dtype), (sin * scale).to(x.dtype)
-        x_rot, x_pass = x[..., : self.rotary_dim], x[..., self.rotary_dim :]
-        x_rot = x_rot * cos + rotate_half(x_rot) * sin  # (B, nh, T, r)
-        return torch.cat((x_rot, x_pass), dim=-1)  # (B, nh, T, hs)
+        return apply_rotary(x, cos * scale, sin * scale, self.rotary_dim)
 
     def rotate(
         self,

@@ -18,7 +18,7 @@ class Copy(Task):
 
     def __init__(self, num_symbols: int = 10) -> None:
         if num_symbols < 2:
-            raise ValueError(f"Copy: num_symbols={num_symbols} must be >= 2")
+            raise ValueError(f"{type(self).__name__}: num_symbols={num_symbols} must be >= 2")
         self.num_symbols = num_symbols
 
     @property

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import random
 
-from lengen.task import Task
+from lengen_plugins.tasks.copy import Copy
 
 
-class Reverse(Task):
+class Reverse(Copy):
     """Reverse a random sequence of `length` symbols (Kazemnejad et al. 2023).
 
     Input: `length` symbols drawn uniformly from an alphabet of `num_symbols`; target: the input
@@ -17,15 +17,6 @@ class Reverse(Task):
         num_symbols: alphabet size (symbols are named s0, s1, ...).
     """
 
-    def __init__(self, num_symbols: int = 10) -> None:
-        if num_symbols < 2:
-            raise ValueError(f"Reverse: num_symbols={num_symbols} must be >= 2")
-        self.num_symbols = num_symbols
-
-    @property
-    def symbols(self) -> tuple[str, ...]:
-        return tuple(f"s{i}" for i in range(self.num_symbols))
-
     def generate(self, length: int, rng: random.Random) -> tuple[list[str], list[str]]:
-        inputs = [rng.choice(self.symbols) for _ in range(length)]
+        inputs, _ = super().generate(length, rng)
         return inputs, inputs[::-1]

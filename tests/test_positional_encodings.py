@@ -289,7 +289,7 @@ def test_rope_keeps_the_dtype_and_computes_angles_in_float32():
 
 @pytest.mark.parametrize("d_model", [10, 7])
 def test_sinusoidal_matches_the_formula(d_model):
-    encoding = Sinusoidal(base=10000.0)
+    encoding = Sinusoidal(base=10000.0, scale=0.37)
     encoding.bind(ModelDims(d_model=d_model, n_head=1, head_dim=d_model))
     torch.manual_seed(8)
     embeddings = torch.randn(2, 6, d_model, dtype=torch.float64)
@@ -300,7 +300,7 @@ def test_sinusoidal_matches_the_formula(d_model):
             p = int(positions[b, t])
             for dim in range(d_model):
                 angle = p / 10000.0 ** ((dim - dim % 2) / d_model)
-                expected = math.sin(angle) if dim % 2 == 0 else math.cos(angle)
+                expected = 0.37 * (math.sin(angle) if dim % 2 == 0 else math.cos(angle))
                 assert added[b, t, dim].item() == pytest.approx(expected, abs=1e-10)
     assert encoding.embed(embeddings.float(), positions).dtype == torch.float32
 
@@ -342,6 +342,7 @@ def test_learned_adds_the_table_row_of_each_position():
         (lambda: T5Bias(num_buckets=32, max_distance=16), "max_distance=16"),
         (lambda: Learned(max_length=0), "max_length=0"),
         (lambda: Sinusoidal(base=1.0), "base"),
+        (lambda: Sinusoidal(scale=0.0), "scale=0.0"),
     ],
 )
 def test_bad_arguments_raise_a_clear_value_error(make, match):

@@ -9,6 +9,7 @@ input exits non-zero with one line on stderr, no traceback.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import warnings
@@ -143,7 +144,11 @@ def main(argv: list[str] | None = None) -> None:
             extra = [arg for arg in args[1:] if arg != "--json"]
             if extra:
                 raise UsageError(f"lengen plugins takes only --json, got {' '.join(extra)}")
-            print_plugins(as_json="--json" in args)
+            try:
+                print_plugins(as_json="--json" in args)
+                sys.stdout.flush()
+            except BrokenPipeError:  # e.g. `lengen plugins | head`: the reader stopped early
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return
         if args[:1] == ["report"]:
             from lengen.report import run_report  # matplotlib only when asked for

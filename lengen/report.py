@@ -451,8 +451,9 @@ def figure(report: Report, metric: str) -> Figure:
         ax.set_xlabel("position in the window" if by_position else "length")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        # Below the panel: labels of groups that differ in settings are long.
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.15))
+    fig.subplots_adjust(wspace=0.3)  # no tight_layout: it would shrink the panels to fit legends
     return fig
 
 

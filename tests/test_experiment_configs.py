@@ -19,6 +19,7 @@ STACKS = {
     "off_by_one": [EXPERIMENTS / "off_by_one.yaml"],
     "off_by_one_no_fix": [EXPERIMENTS / "off_by_one.yaml", EXPERIMENTS / "off_by_one_no_fix.yaml"],
     "passkey": [EXPERIMENTS / "passkey.yaml"],
+    "passkey_pi": [EXPERIMENTS / "passkey.yaml", EXPERIMENTS / "passkey_pi.yaml"],
     "warmup_lm": [EXPERIMENTS / "warmup_lm.yaml"],
     "attention_vs_nope": [
         ENCODINGS / "base.yaml",

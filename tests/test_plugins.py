@@ -120,3 +120,17 @@ def test_lengen_plugins_table():
         line for line in result.stdout.splitlines() if line.strip().startswith("ALiBi")
     ]
     assert len(encoding_lines) == 1 and "lengen" in encoding_lines[0]
+
+
+def test_lengen_plugins_into_a_closed_pipe_prints_no_traceback():
+    """`lengen plugins | head -1`: the reader leaves before lengen writes."""
+    process = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "lengen"), "plugins"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    process.stdout.close()  # closed before the child, still importing, can write
+    stderr = process.stderr.read()
+    assert process.wait() == 0, stderr
+    assert stderr == ""

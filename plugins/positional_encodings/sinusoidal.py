@@ -15,9 +15,9 @@ class Sinusoidal(PositionalEncoding):
         PE[p, 2i]     = sin(p / base^(2i / d_model))
         PE[p, 2i + 1] = cos(p / base^(2i / d_model))
 
-    multiplied by `scale`, with p the integer position and angles in radians. Computed on the fly from the integer
-    positions (no table, hence no length limit) in float32, or float64 for float64 models, then cast
-    to the embeddings' dtype and added: (B, T, C) + (B, T, C). No parameters.
+    multiplied by `scale`, with p the integer position and angles in radians. Computed on the fly
+    from the integer positions (no table, hence no length limit) in float32, or float64 for float64
+    models, then cast to the embeddings' dtype and added: (B, T, C) + (B, T, C). No parameters.
 
     Args:
         base: the wavelength base (10000 in the paper); wavelengths go from 2*pi to base*2*pi.

@@ -1,0 +1,40 @@
+"""scripts/passkey_pi.sh end to end at toy size: base, both fine-tunes, report and heatmap."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "passkey_pi.sh"
+TINY = [
+    "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+    "--data.init_args.val_examples_per_length", "1",
+    "--data.init_args.test_examples_per_length", "2",
+]  # fmt: skip
+
+
+def test_passkey_pi_script_runs_every_arm_and_writes_report_and_heatmap(tmp_path):
+    env = dict(os.environ, SEEDS="0", RUNS=str(tmp_path / "runs"), OUT=str(tmp_path / "report"))
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env["PATH"]])
+    result = subprocess.run(
+        ["bash", str(SCRIPT), *TINY], capture_output=True, text=True, env=env, timeout=900
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = (tmp_path / "report" / "report.md").read_text()
+    for group in ("RoPE [", "RoPELinear"):  # the base and the control differ in their settings
+        assert group in report
+    assert (tmp_path / "report" / "report.png").is_file()
+    heatmap = (tmp_path / "report" / "heatmap" / "heatmap.md").read_text()
+    assert "start" in heatmap and "end" in heatmap
+    for arm in ("PI", "ROPE"):  # both fine-tunes start from the base's weights
+        assert "lengen: init_from" in (tmp_path / "runs/any" / arm / "seed0/fit.log").read_text()
+    fine_tuned = json.loads(
+        next((tmp_path / "runs" / "any" / "PI" / "seed0").rglob("results.json")).read_text()
+    )
+    assert fine_tuned["train_max_length"] == 320
+    assert sorted(map(int, fine_tuned["metrics"]["presence_accuracy"])) == [
+        128, 160, 256, 320, 384, 512,
+    ]  # fmt: skip

@@ -4,7 +4,8 @@
 #   TASKS="copy" ENCODINGS="nope alibi" SEEDS="0" STEPS=300 scripts/compare_encodings.sh
 # Extra arguments go to every `lengen fit` and `lengen test`, e.g. --data.init_args.batch_size 32.
 # Runs go to $RUNS/<task>/<encoding>/seed<seed>, the report to $OUT (refused if it exists: set
-# OUT or pass REPORT_ARGS=--overwrite).
+# OUT or pass REPORT_ARGS=--overwrite). A seed sets seed_everything (the initialisation); the
+# training and test examples come from data.seed (0), the same for every seed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TASKS=${TASKS:-"copy reverse addition scan"}
@@ -14,6 +15,10 @@ STEPS=${STEPS:-1500}
 RUNS=${RUNS:-runs/compare_encodings}
 OUT=${OUT:-reports/compare_encodings}
 EXPERIMENT=configs/experiments/encodings
+if [[ -e "$OUT/report.md" && " ${REPORT_ARGS:-} " != *" --overwrite "* ]]; then
+  echo "$(basename "$0"): $OUT/report.md exists; set OUT or REPORT_ARGS=--overwrite" >&2
+  exit 2  # checked before any training, not after it
+fi
 
 for task in $TASKS; do
   for encoding in $ENCODINGS; do

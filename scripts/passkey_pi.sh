@@ -16,6 +16,10 @@ SEEDS=${SEEDS:-"0 1 2"}
 RUNS=${RUNS:-runs/passkey_pi}
 OUT=${OUT:-reports/passkey_pi}
 LENGTHS="[128, 160, 256, 320, 384, 512]"
+if [[ -e "$OUT/report.md" && " ${REPORT_ARGS:-} " != *" --overwrite "* ]]; then
+  echo "$(basename "$0"): $OUT/report.md exists; set OUT or REPORT_ARGS=--overwrite" >&2
+  exit 2  # checked before any training, not after it
+fi
 BASE=(--config configs/experiments/passkey.yaml)
 PI=(--config configs/experiments/passkey.yaml --config configs/experiments/passkey_pi.yaml)
 ROPE=("${PI[@]}" --config configs/pe/rope.yaml)

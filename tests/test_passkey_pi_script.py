@@ -24,8 +24,10 @@ def test_passkey_pi_script_runs_every_arm_and_writes_report_and_heatmap(tmp_path
     )
     assert result.returncode == 0, result.stdout + result.stderr
     report = (tmp_path / "report" / "report.md").read_text()
-    for group in ("RoPE [", "RoPELinear"):  # the base and the control differ in their settings
-        assert group in report
+    presence = report.split("## Passkey: presence_accuracy")[1].split("\n\n")[1]
+    groups = [line.split(" | ")[0] for line in presence.splitlines()[2:]]
+    assert [group.split(" [")[0] for group in groups] == ["| RoPE", "| RoPE", "| RoPELinear"]
+    assert "train_max_length=160" in groups[0] and "train_max_length=320" in groups[1]
     assert (tmp_path / "report" / "report.png").is_file()
     heatmap = (tmp_path / "report" / "heatmap" / "heatmap.md").read_text()
     assert "start" in heatmap and "end" in heatmap
@@ -38,3 +40,14 @@ def test_passkey_pi_script_runs_every_arm_and_writes_report_and_heatmap(tmp_path
     assert sorted(map(int, fine_tuned["metrics"]["presence_accuracy"])) == [
         128, 160, 256, 320, 384, 512,
     ]  # fmt: skip
+
+
+def test_passkey_pi_script_refuses_an_existing_report_before_training(tmp_path):
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "report.md").write_text("earlier results")
+    env = dict(os.environ, RUNS=str(tmp_path / "runs"), OUT=str(tmp_path / "report"))
+    result = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("exists; set OUT or REPORT_ARGS=--overwrite")
+    assert not (tmp_path / "runs").exists()
+    assert (tmp_path / "report" / "report.md").read_text() == "earlier results"

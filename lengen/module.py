@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import math
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch import nn
 
 from lengen.metric import EvalBatch, LengthMetric, bucket_values
@@ -21,6 +23,27 @@ from lengen.summary import summarise
 from lengen.task import PAD
 
 SPLITS = ("val", "test")
+
+
+def trained_encoding(checkpoint: dict) -> tuple[str, tuple[str, ...]]:
+    """(class name, schedulable value names) of the encoding a Lightning checkpoint was trained
+    with, from its hyperparameters; ("unknown", ()) when they do not say or it cannot be found."""
+    encoding = (checkpoint.get("hyper_parameters") or {}).get("pos_encoding")
+    if isinstance(encoding, dict):  # {"class_path": ..., "init_args": ...} from the CLI
+        encoding = encoding.get("class_path")
+    if isinstance(encoding, str):  # a class path or a plugin name
+        module_name, _, name = encoding.rpartition(".")
+        try:
+            if module_name:
+                encoding = getattr(importlib.import_module(module_name), name)
+            else:
+                encoding = discover("lengen.positional_encodings")[name].obj
+        except (ImportError, AttributeError, KeyError):
+            return name, ()
+    if encoding is None:
+        return "unknown", ()
+    cls = encoding if isinstance(encoding, type) else type(encoding)
+    return cls.__name__, tuple(getattr(cls, "schedulable", ()))
 
 
 class LengenModule(L.LightningModule):
@@ -323,6 +346,32 @@ class LengenModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.checkpoint_step = checkpoint.get("global_step", 0)
+        self.fit_encoding_state(checkpoint)
+
+    def fit_encoding_state(self, checkpoint: dict) -> None:
+        """Let a checkpoint be loaded into a model with another encoding when the two encodings'
+        tensors differ only in schedulable values, e.g. a RoPE checkpoint tested with RoPELinear
+        or YaRN (context extension without fine-tuning): the configured encoding's schedulable
+        values that the checkpoint lacks keep their configured values, and the trained
+        encoding's schedulable values are dropped. Any other difference is a one-line error."""
+        prefix = "decoder.pos_encoding."
+        state = checkpoint["state_dict"]
+        own = {k: v for k, v in self.state_dict().items() if k.startswith(prefix)}
+        trained_name, trained_schedulable = trained_encoding(checkpoint)
+        for name in self.decoder.pos_encoding.schedulable:
+            state.setdefault(prefix + name, own[prefix + name].clone())
+        for name in trained_schedulable:
+            if prefix + name not in own:
+                state.pop(prefix + name, None)
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(k for k in state if k.startswith(prefix) and k not in own)
+        if missing or unexpected:
+            raise MisconfigurationException(
+                f"the checkpoint was trained with {trained_name}, whose weights do not fit "
+                f"{type(self.decoder.pos_encoding).__name__} (missing: "
+                f"{', '.join(missing) or 'none'}; unexpected: {', '.join(unexpected) or 'none'}); "
+                "test with the encoding it was trained with, or fine-tune with --model.init_from"
+            )
 
     def on_train_end(self) -> None:
         """Save the final weights when the last checkpoint is older (max_steps is not a multiple

@@ -6,7 +6,8 @@
 #     seed sets `data.seed`: the training examples and the test examples):
 #     Position Interpolation (RoPELinear, scale 2: configs/experiments/passkey_pi.yaml) and the
 #     control, plain RoPE (direct extension: the same file with configs/pe/rope.yaml);
-#  3. every model tested at 128-512 bytes (needle anywhere), then `lengen report` on presence
+#  3. every model tested at 128-512 bytes (needle anywhere), and the base also with Position
+#     Interpolation but no fine-tuning (RoPELinear, scale 2), then `lengen report` on presence
 #     accuracy; the base and the seed-0 PI model also per needle location, then `lengen heatmap`.
 # Env: SEEDS (default "0 1 2"), RUNS (runs/passkey_pi), OUT (reports/passkey_pi: refused if it
 # exists, unless REPORT_ARGS=--overwrite). Extra arguments go to every `lengen fit` and `test`.
@@ -49,6 +50,9 @@ else
   echo "== base: reusing $base"
 fi
 test_at "$base_root" "$base" "${BASE[@]}" "$@"
+echo "== Position Interpolation without fine-tuning: the base tested at positions / 2"
+test_at "$RUNS/any/base_pi" "$base" "${BASE[@]}" --config configs/pe/rope_linear.yaml \
+  --model.pos_encoding.init_args.scale 2 "$@"
 
 for seed in $SEEDS; do
   for arm in PI ROPE; do

@@ -128,6 +128,16 @@ def test_last_checkpoint_without_any_is_a_clear_error(tmp_path):
     assert "no checkpoint" in result.stderr
 
 
+def test_a_checkpoint_tested_with_an_encoding_it_does_not_fit_is_one_line(fitted, tmp_path):
+    checkpoint = str(next((fitted / "runs").rglob("*.ckpt")))  # trained with ALiBi
+    args = [*tiny(tmp_path), "--model.pos_encoding", "T5Bias", "--ckpt_path", checkpoint]
+    result = lengen("test", *args, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(
+        "lengen: error: the checkpoint was trained with ALiBi, whose weights do not fit T5Bias"
+    )
+
+
 def test_predict_writes_one_line_per_test_example(fitted):
     result = lengen(
         "predict", *tiny(fitted), "--model.pos_encoding", "ALiBi", "--ckpt_path", "last", cwd=fitted

@@ -7,6 +7,7 @@ depend on any particular first-party scaled encoding.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import subprocess
@@ -16,10 +17,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from lengen.module import LengenModule
+from lengen_plugins.positional_encodings.alibi import ALiBi
 from lengen_plugins.positional_encodings.learned import Learned
 from lengen_plugins.positional_encodings.rope import RoPE
+from lengen_plugins.positional_encodings.rope_scaling import RoPELinear
+from lengen_plugins.positional_encodings.t5_bias import T5Bias
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
@@ -135,3 +140,46 @@ def test_load_matching_weights_skips_shape_mismatches(tmp_path):
     assert "not loaded (kept initialised): none" in report
     for name, tensor in target.state_dict().items():
         assert torch.equal(tensor, source.state_dict()[name]), name
+
+
+def checkpoint_of(module: LengenModule, encoding) -> dict:
+    """What Lightning saves for `module` as far as fit_encoding_state reads it."""
+    class_path = f"{type(encoding).__module__}.{type(encoding).__name__}"
+    return {
+        "state_dict": copy.deepcopy(module.state_dict()),
+        "hyper_parameters": {"pos_encoding": {"class_path": class_path, "init_args": {}}},
+    }
+
+
+def test_a_rope_checkpoint_loads_into_a_scaled_rope_keeping_the_configured_scale():
+    torch.manual_seed(1)
+    source = LengenModule(RoPE(), vocab_size=10, n_layer=1, d_model=16, metrics=[])
+    checkpoint = checkpoint_of(source, RoPE())
+    target = LengenModule(RoPELinear(scale=2.0), vocab_size=10, n_layer=1, d_model=16, metrics=[])
+    target.on_load_checkpoint(checkpoint)
+    target.load_state_dict(checkpoint["state_dict"])  # strict: every tensor accounted for
+    assert float(target.decoder.pos_encoding.scale) == 2.0
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(tensor, target.state_dict()[name]), name
+
+
+def test_a_scaled_rope_checkpoint_loads_into_plain_rope_without_its_scale():
+    source = LengenModule(RoPELinear(scale=3.0), vocab_size=10, n_layer=1, d_model=16, metrics=[])
+    checkpoint = checkpoint_of(source, RoPELinear())
+    target = LengenModule(RoPE(), vocab_size=10, n_layer=1, d_model=16, metrics=[])
+    target.on_load_checkpoint(checkpoint)
+    assert "decoder.pos_encoding.scale" not in checkpoint["state_dict"]
+    target.load_state_dict(checkpoint["state_dict"])
+
+
+def test_encoding_weights_that_do_not_fit_are_a_one_line_error():
+    source = LengenModule(T5Bias(), vocab_size=10, n_layer=1, d_model=16, n_head=2, metrics=[])
+    target = LengenModule(ALiBi(), vocab_size=10, n_layer=1, d_model=16, n_head=2, metrics=[])
+    with pytest.raises(MisconfigurationException) as error:
+        target.on_load_checkpoint(checkpoint_of(source, T5Bias()))
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(
+        "the checkpoint was trained with T5Bias, whose weights do not fit ALiBi"
+    )
+    assert "unexpected: decoder.pos_encoding." in message

@@ -26,8 +26,9 @@ def test_passkey_pi_script_runs_every_arm_and_writes_report_and_heatmap(tmp_path
     report = (tmp_path / "report" / "report.md").read_text()
     presence = report.split("## Passkey: presence_accuracy")[1].split("\n\n")[1]
     groups = [line.split(" | ")[0] for line in presence.splitlines()[2:]]
-    assert [group.split(" [")[0] for group in groups] == ["| RoPE", "| RoPE", "| RoPELinear"]
-    assert "train_max_length=160" in groups[0] and "train_max_length=320" in groups[1]
+    # base, fine-tuned RoPE, base with PI (no fine-tuning), fine-tuned with PI
+    assert [group.split(" [")[0] for group in groups] == ["| RoPE", "| RoPE"] + ["| RoPELinear"] * 2
+    assert [("train_max_length=160" in group) for group in groups] == [True, False, True, False]
     assert (tmp_path / "report" / "report.png").is_file()
     heatmap = (tmp_path / "report" / "heatmap" / "heatmap.md").read_text()
     assert "start" in heatmap and "end" in heatmap

@@ -31,14 +31,11 @@ def trained_encoding(checkpoint: dict) -> tuple[str, tuple[str, ...]]:
     encoding = (checkpoint.get("hyper_parameters") or {}).get("pos_encoding")
     if isinstance(encoding, dict):  # {"class_path": ..., "init_args": ...} from the CLI
         encoding = encoding.get("class_path")
-    if isinstance(encoding, str):  # a class path or a plugin name
+    if isinstance(encoding, str):  # a class path
         module_name, _, name = encoding.rpartition(".")
         try:
-            if module_name:
-                encoding = getattr(importlib.import_module(module_name), name)
-            else:
-                encoding = discover("lengen.positional_encodings")[name].obj
-        except (ImportError, AttributeError, KeyError):
+            encoding = getattr(importlib.import_module(module_name), name)
+        except (ImportError, AttributeError, ValueError):  # ValueError: no module part
             return name, ()
     if encoding is None:
         return "unknown", ()

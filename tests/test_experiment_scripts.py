@@ -1,4 +1,4 @@
-"""scripts/passkey_pi.sh end to end at toy size: base, both fine-tunes, report and heatmap."""
+"""The experiment scripts: passkey_pi.sh end to end at toy size; both refuse an old report."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "passkey_pi.sh"
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+SCRIPT = SCRIPTS / "passkey_pi.sh"
 TINY = [
     "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
     "--data.init_args.val_examples_per_length", "1",
@@ -43,11 +46,13 @@ def test_passkey_pi_script_runs_every_arm_and_writes_report_and_heatmap(tmp_path
     ]  # fmt: skip
 
 
-def test_passkey_pi_script_refuses_an_existing_report_before_training(tmp_path):
+@pytest.mark.parametrize("script", ["passkey_pi.sh", "compare_encodings.sh"])
+def test_script_refuses_an_existing_report_before_training(script, tmp_path):
     (tmp_path / "report").mkdir()
     (tmp_path / "report" / "report.md").write_text("earlier results")
     env = dict(os.environ, RUNS=str(tmp_path / "runs"), OUT=str(tmp_path / "report"))
-    result = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env)
+    command = ["bash", str(SCRIPTS / script)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     assert result.returncode == 2
     assert result.stderr.strip().endswith("exists; set OUT or REPORT_ARGS=--overwrite")
     assert not (tmp_path / "runs").exists()

@@ -80,6 +80,7 @@ class CausalSelfAttention(nn.Module):
         attention,
         cache: KVCache | None = None,
         layer: int = 0,
+        key_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         batch, length, d_model = x.shape
         head_dim = d_model // self.n_head
@@ -91,7 +92,8 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.append(layer, k, v)  # (B, nh, Tk, hs)
         if pos_encoding.has_contextual_bias:  # e.g. CoPE: a bias computed from q and k
-            contextual = pos_encoding.contextual_bias(q, k).to(q.dtype)  # (B, nh, T, Tk)
+            contextual = pos_encoding.contextual_bias(q, k, key_mask=key_mask)  # (B, nh, T, Tk)
+            contextual = contextual.to(q.dtype)
             bias = contextual if bias is None else bias + contextual
         dropout_p = self.dropout if self.training else 0.0
         y = attention(q, k, v, bias, dropout_p)  # (B, nh, T, hs)
@@ -121,9 +123,11 @@ class Block(nn.Module):
         self.mlp = MLP(d_model, d_mlp, dropout)
 
     def forward(
-        self, x, positions, pos_encoding, bias, attention, cache=None, layer=0
+        self, x, positions, pos_encoding, bias, attention, cache=None, layer=0, key_mask=None
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_attn(x), positions, pos_encoding, bias, attention, cache, layer)
+        x = x + self.attn(
+            self.ln_attn(x), positions, pos_encoding, bias, attention, cache, layer, key_mask
+        )
         return x + self.mlp(self.ln_mlp(x))
 
 
@@ -246,7 +250,7 @@ class Decoder(nn.Module):
         x = F.dropout(x, self.dropout, self.training)
         bias = self._attention_bias(positions, key_positions, key_mask, x.dtype)
         for layer, block in enumerate(self.blocks):
-            x = block(x, positions, self.pos_encoding, bias, self.attention, cache, layer)
+            x = block(x, positions, self.pos_encoding, bias, self.attention, cache, layer, key_mask)
         return self.lm_head(self.ln_final(x))
 
     def _attention_bias(self, query_positions, key_positions, key_mask, dtype):

@@ -56,6 +56,15 @@ class PositionalEncoding(nn.Module):
         """
         return cls()
 
+    @classmethod
+    def examples(cls) -> tuple[PositionalEncoding, ...]:
+        """Every instance the contract suite checks; by default `(cls.example(),)`.
+
+        Override to check several configurations, e.g. a wrapper around a cacheable encoding and
+        around one that cannot cache.
+        """
+        return (cls.example(),)
+
     def schedulable_values(self) -> dict[str, torch.Tensor]:
         """name -> 0-dim float32 buffer; a callback changes one in place with `fill_`."""
         return {name: getattr(self, name) for name in self.schedulable}
@@ -105,11 +114,16 @@ class PositionalEncoding(nn.Module):
     def has_score_bias(self) -> bool:
         return type(self).score_bias is not PositionalEncoding.score_bias
 
-    def contextual_bias(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    def contextual_bias(
+        self, query: torch.Tensor, key: torch.Tensor, key_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, nh, Tq, hs) query, (B, nh, Tk, hs) key -> (B, nh, Tq, Tk) bias from their content.
 
         Added to the scaled scores like `score_bias`; queries are the last Tq of the Tk positions.
-        Only called when a subclass overrides it (see `has_contextual_bias`).
+        key_mask: (B, Tk) bool, False on padded keys (None: no padding); padded keys are masked
+        out of the attention anyway, but an encoding that aggregates over keys (CoPE's gates) must
+        leave them out itself. Only called when a subclass overrides it (see
+        `has_contextual_bias`).
         """
         raise NotImplementedError
 

@@ -6,10 +6,17 @@ a plugin author gets it for free once their distribution is installed:
     pytest --pyargs lengen.testing                 # every installed encoding
     pytest --pyargs lengen.testing -k MyEncoding   # only yours
 
-Each encoding is built with `cls.example()` (by default `cls()`; override the classmethod when the
-constructor needs arguments, e.g. a wrapper returns `cls(encoding=RoPE())`). Class attributes
-declared by the encoding select checks: `is_relative` (shift invariance), `checked_dtypes`
+Each encoding is checked once per instance of `cls.examples()` (by default `(cls.example(),)`,
+and `cls.example()` is `cls()`; override `example` when the constructor needs arguments, and
+`examples` to check several configurations: the randomized wrappers check themselves around RoPE
+and around `XPos(centre=True)`, which cannot cache). A second instance's tests are named `Name#1`.
+Properties of the instance select checks: `is_relative` (shift invariance), `checked_dtypes`
 (finiteness at 8x the training length), `supports_kv_cache` (cached decoding).
+
+An encoding whose behaviour changes past a training length (dynamic NTK, YaRN, Llama 3 scaling)
+stores it as `original_max_length`; the suite sets that attribute, on the encoding and on every
+module inside it, to `CONTRACT_ORIGINAL_LENGTH` (8), below every length it tests, so the
+length-dependent path is the one checked (with the default of 2048 it would never run).
 
 The models are tiny (2 layers, d_model 32) and evaluated in eval mode; float64 where the comparison
 must be exact up to rounding.
@@ -34,6 +41,7 @@ HEAD_DIM = D_MODEL // N_HEAD
 TRAIN_LENGTH = 32  # the "training length" the 8x check refers to
 SHIFT = 3000
 FAR_POSITION = 16384
+CONTRACT_ORIGINAL_LENGTH = 8  # below every length tested here (see the module docstring)
 
 
 def encoding_names() -> list[str]:
@@ -41,11 +49,41 @@ def encoding_names() -> list[str]:
     return sorted(discover(GROUP))
 
 
-def encoding_class(name: str) -> type[PositionalEncoding]:
+def encoding_cases() -> list[str]:
+    """One case per instance of `cls.examples()`: "Name", then "Name#1", "Name#2", ..."""
+    cases = []
+    for name, plugin in sorted(discover(GROUP).items()):
+        count = 1
+        if plugin.error is None:
+            try:
+                count = len(plugin.obj.examples())
+            except Exception:  # reported by the first test of the case "Name"
+                count = 1
+        cases += [name] + [f"{name}#{index}" for index in range(1, count)]
+    return cases
+
+
+def _split(case: str) -> tuple[str, int]:
+    name, _, index = case.partition("#")
+    return name, int(index or 0)
+
+
+def encoding_class(case: str) -> type[PositionalEncoding]:
+    name, _ = _split(case)
     plugin = discover(GROUP)[name]
     if plugin.error is not None:
         pytest.fail(f"plugin {name} ({plugin.distribution}) failed to load: {plugin.error}")
     return plugin.obj
+
+
+def build_encoding(case: str) -> PositionalEncoding:
+    """The case's instance of `cls.examples()`, its training length shortened (see above)."""
+    _, index = _split(case)
+    encoding = encoding_class(case).examples()[index]
+    for module in encoding.modules():
+        if hasattr(module, "original_max_length"):
+            module.original_max_length = CONTRACT_ORIGINAL_LENGTH
+    return encoding
 
 
 def make_model(
@@ -58,9 +96,12 @@ def make_model(
     """A tiny decoder with the encoding's example instance, in eval mode."""
     torch.manual_seed(seed)
     model = Decoder(
-        VOCAB, encoding_class(name).example(), n_layer=N_LAYER, n_head=n_head, d_model=D_MODEL,
+        VOCAB, build_encoding(name), n_layer=N_LAYER, n_head=n_head, d_model=D_MODEL,
         attention=attention,
     )  # fmt: skip
+    with torch.no_grad():  # so that zero-initialised encoding parameters (CoPE's) matter
+        for parameter in model.pos_encoding.parameters():
+            parameter.uniform_(0.2, 1.0)
     return model.to(dtype).eval()
 
 
@@ -80,7 +121,8 @@ def available_backends() -> list[str]:
 
 
 NAMES = encoding_names()
-parametrize_names = pytest.mark.parametrize("name", NAMES)
+CASES = encoding_cases()
+parametrize_names = pytest.mark.parametrize("name", CASES)
 
 
 @parametrize_names
@@ -90,6 +132,7 @@ def test_loads_and_builds_an_example(name):
         f"{name} must subclass lengen.positional.PositionalEncoding"
     )
     assert isinstance(cls.example(), cls)
+    assert all(isinstance(example, cls) for example in cls.examples())
     assert (cls.__doc__ or "").strip(), f"{name} needs a docstring (its summary line is listed)"
 
 
@@ -119,7 +162,7 @@ def test_hook_shapes_and_dtypes(name):
 
 @parametrize_names
 def test_outputs_finite_at_8x_the_training_length(name):
-    for dtype in encoding_class(name).checked_dtypes:
+    for dtype in build_encoding(name).checked_dtypes:
         model = make_model(name, dtype=dtype, attention="sdpa")
         with torch.no_grad():
             logits = model(random_ids(2, 8 * TRAIN_LENGTH, seed=2))
@@ -129,7 +172,7 @@ def test_outputs_finite_at_8x_the_training_length(name):
 
 @parametrize_names
 def test_relative_encoding_ignores_a_shift_of_all_positions(name):
-    if not encoding_class(name).is_relative:
+    if not build_encoding(name).is_relative:
         pytest.skip(f"{name} declares is_relative = False")
     model = make_model(name)
     input_ids = random_ids(2, 24, seed=3)
@@ -237,7 +280,7 @@ def test_one_optimizer_step_trains(name):
 def _compare_backend(
     name: str, backend: str, device: str, dtype: torch.dtype, grads: bool, n_head: int = N_HEAD
 ):
-    if backend == "flex" and encoding_class(name).example().has_contextual_bias:
+    if backend == "flex" and build_encoding(name).has_contextual_bias:
         pytest.skip(f"{name}: a contextual bias (from q and k) is no FlexAttention score_mod")
     reference = make_model(name, dtype, attention="reference", n_head=n_head).to(device)
     model = make_model(name, dtype, attention=backend, n_head=n_head).to(device)
@@ -311,30 +354,35 @@ def test_cached_decoding_equals_uncached(name):
     """Cached prefill + one token at a time gives the full forward's logits, and greedy tokens."""
     from lengen.module import LengenModule
 
-    cls = encoding_class(name)
     model = make_model(name, attention="sdpa")
     sequence = random_ids(3, 14, seed=11)
     prompt_lengths = torch.tensor([5, 9, 2])
     if model.pos_encoding.supports_kv_cache:
         with torch.no_grad():
-            prompt_mask = torch.arange(9) >= 9 - prompt_lengths[:, None]  # left-padded prompts
-            source = (torch.arange(9) - (9 - prompt_lengths[:, None])).clamp(min=0)
-            prompts = sequence.gather(1, source).masked_fill(~prompt_mask, 0)
-            cache = model.new_cache()
-            logits = [model(prompts, attention_mask=prompt_mask, cache=cache)[:, -1]]
-            for step in range(4):
-                next_ids = sequence.gather(1, (prompt_lengths + step)[:, None])
-                logits.append(model(next_ids, cache=cache)[:, -1])
-            for b in range(3):
-                length = int(prompt_lengths[b])
-                full = model(sequence[b : b + 1, : length + 4])[0, length - 1 :]  # (5, V)
-                cached = torch.stack([step_logits[b] for step_logits in logits])
-                torch.testing.assert_close(cached, full, rtol=1e-9, atol=1e-9)
+            for side in ("left", "right"):  # padded prompts of 9 tokens, then one token a step
+                start = 9 - prompt_lengths[:, None] if side == "left" else torch.zeros(3, 1)
+                prompt_mask = (torch.arange(9) >= start) & (
+                    torch.arange(9) < start + prompt_lengths[:, None]
+                )
+                source = (torch.arange(9) - start).long().clamp(min=0, max=13)
+                prompts = sequence.gather(1, source).masked_fill(~prompt_mask, 0)
+                cache = model.new_cache()
+                last = (start + prompt_lengths[:, None] - 1).long()  # (B, 1) last prompt token
+                prefill = model(prompts, attention_mask=prompt_mask, cache=cache)
+                logits = [prefill.gather(1, last[:, :, None].expand(3, 1, VOCAB))[:, 0]]
+                for step in range(4):
+                    next_ids = sequence.gather(1, (prompt_lengths + step)[:, None])
+                    logits.append(model(next_ids, cache=cache)[:, -1])
+                for b in range(3):
+                    length = int(prompt_lengths[b])
+                    full = model(sequence[b : b + 1, : length + 4])[0, length - 1 :]  # (5, V)
+                    cached = torch.stack([step_logits[b] for step_logits in logits])
+                    torch.testing.assert_close(cached, full, rtol=1e-9, atol=1e-9, msg=side)
     else:
         with pytest.raises(ValueError, match="supports_kv_cache"):
             model.new_cache()
     module = LengenModule(
-        cls.example(), vocab_size=VOCAB, n_layer=N_LAYER, n_head=N_HEAD, d_model=D_MODEL,
+        build_encoding(name), vocab_size=VOCAB, n_layer=N_LAYER, n_head=N_HEAD, d_model=D_MODEL,
         metrics=[],
     )  # fmt: skip
     module.decoder.load_state_dict(model.state_dict())

@@ -154,7 +154,9 @@ def test_warmup_on_the_text_data_module_with_accumulation(tmp_path):
 def test_warmup_truncates_task_batches(tmp_path):
     data = task_data(tmp_path, train_min_length=6, train_max_length=6, batch_size=4)
     recorder = Recorder()
-    warmup = SequenceLengthWarmup(max_seq_length=16, min_seq_length=4, duration=0.8, step_size=4)
+    warmup = SequenceLengthWarmup(
+        max_seq_length=16, min_seq_length=4, duration=0.8, step_size=4, allow_task_data=True
+    )
     module = tiny_module(vocab_size=data.vocab_size)
     trainer([warmup, recorder], max_steps=5).fit(module, datamodule=data)
     # Copy of length 6: BOS + 6 + SEP + 6 + EOS = 15 tokens, 14 inputs. W = 4 steps, K = 3:
@@ -171,7 +173,14 @@ def test_length_schedules_against_their_definitions():
     assert {fixed.sample(step, rng) for step in range(50)} == {9}
     growing = LengthSchedule("regular_increase", 2, 9, increase_every=10, increase_by=3)
     assert [growing.current_max(step) for step in (0, 9, 10, 25, 100)] == [2, 2, 5, 8, 9]
-    assert {growing.sample(15, rng) for _ in range(300)} == {2, 3, 4, 5}
+    # The reference draws min + increase_by * k, k uniform in 0..(increases so far)
+    # (google-deepmind/randomized_positional_encodings, experiments/curriculum.py): only grid
+    # points, never 3 or 4; past max_length the last grid point is max_length (9, not 11).
+    assert {growing.sample(15, rng) for _ in range(300)} == {2, 5}
+    late = Counter(growing.sample(100, rng) for _ in range(4000))
+    assert set(late) == {2, 5, 8, 9}
+    for length in (2, 5, 8, 9):  # k uniform over 0..3
+        assert late[length] / 4000 == pytest.approx(0.25, abs=0.03)
     top_only = LengthSchedule("regular_increase", 2, 9, 10, 3, sample_all_lengths=False)
     assert {top_only.sample(25, rng) for _ in range(50)} == {8}
     uniform = LengthSchedule("uniform", 2, 5)
@@ -325,3 +334,64 @@ def test_task_stream_is_a_pure_function_of_the_batch_index():
     for index, batch in enumerate(plain):
         assert 1 <= int(batch.lengths.min()) <= int(batch.lengths.max()) <= 1 + index // 2
     assert len({tuple(batch.input_ids.flatten().tolist()) for batch in plain}) == 6
+
+
+def test_warmup_refuses_task_data_unless_allowed(tmp_path):
+    """Truncating BOS input SEP target EOS rows to L tokens leaves no labelled token early on."""
+    data = task_data(tmp_path, train_min_length=6, train_max_length=6, batch_size=4)
+    warmup = SequenceLengthWarmup(max_seq_length=16, min_seq_length=4, duration=0.8, step_size=4)
+    with pytest.raises(CurriculumConfigError, match="LengthCurriculum") as error:
+        warmup.setup(SimpleNamespace(max_steps=5, datamodule=data), None, "fit")
+    assert "\n" not in str(error.value) and "allow_task_data: true" in str(error.value)
+    # What the refusal prevents: at L = 4 a Copy-6 row (prompt of 8 tokens) keeps no label.
+    batch = next(iter(data.train_dataloader()))
+    _, labels = truncate(batch.input_ids, batch.labels, 4)
+    assert int((batch.labels != -100).sum()) > 0 and int((labels != -100).sum()) == 0
+
+
+def test_warmup_config_stacked_on_the_quickstart_says_what_to_set_in_one_line(tmp_path, capsys):
+    """`lengen fit --config quickstart.yaml --config sequence_length_warmup.yaml`: exit 2."""
+    from pathlib import Path
+
+    from lengen.cli import main
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    with pytest.raises(SystemExit) as exit_info:
+        main([
+            "fit", "--config", str(configs / "quickstart.yaml"),
+            "--config", str(configs / "curriculum" / "sequence_length_warmup.yaml"),
+            "--trainer.max_steps", "40", "--trainer.default_root_dir", str(tmp_path / "run"),
+            "--data.init_args.cache_dir", str(tmp_path / "cache"),
+        ])  # fmt: skip
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("lengen: error")]
+    assert len(errors) == 1 and "LengthCurriculum" in errors[0], stderr[-2000:]
+    assert not list((tmp_path / "run").rglob("*.ckpt"))
+
+
+def test_xpos_scale_base_annealing_giraffe_preset_is_giraffes_callback():
+    """Giraffe's AdjustXPOSCallback (abacusai/Long-Context, python/train/finetune_context.py,
+    commit 11b61fbd9b738d3bfd08ecbc6c5dfea7f8c9f59e): scale_base 8192; after each step, if it is
+    above 128, subtract 8. Simulated here step by step."""
+    from torch import nn
+
+    from lengen_plugins.callbacks.encoding_schedule import XPosScaleBaseAnnealing
+    from lengen_plugins.positional_encodings.xpos import XPos
+
+    expected, scale_base = [], 8192
+    for _ in range(1200):
+        expected.append(scale_base)  # the value the step trains with
+        if scale_base > 128:
+            scale_base -= 8
+    annealing = XPosScaleBaseAnnealing(preset="giraffe")
+    holder = nn.Module()
+    holder.pos_encoding = XPos()
+    annealing.setup(SimpleNamespace(max_steps=1200), holder, "fit")
+    assert [annealing.value_at(step) for step in range(1200)] == expected
+    default = XPosScaleBaseAnnealing()  # lengen's: 16384 -> 512 over the whole run
+    default.setup(SimpleNamespace(max_steps=100), holder, "fit")
+    assert [default.value_at(step) for step in (0, 50, 100)] == [16384.0, 8448.0, 512.0]
+    with pytest.raises(ValueError, match="accepted: giraffe") as error:
+        XPosScaleBaseAnnealing(preset="abacus")
+    assert "\n" not in str(error.value)

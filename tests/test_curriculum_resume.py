@@ -27,7 +27,8 @@ CALLBACKS = """
 trainer:
   callbacks:
     - class_path: SequenceLengthWarmup
-      init_args: {max_seq_length: 24, min_seq_length: 8, duration: 0.75, step_size: 4}
+      init_args: {max_seq_length: 24, min_seq_length: 8, duration: 0.75, step_size: 4,
+                  allow_task_data: true}
     - class_path: RopeToXPosBlend
       init_args: {start: 1, end: 0.75}
     - class_path: GradientVarianceMonitor
@@ -106,15 +107,18 @@ def test_resumed_run_reproduces_losses_bit_for_bit(tmp_path):
     "callback, message",
     [
         (
-            "{class_path: SequenceLengthWarmup, init_args: {max_seq_length: 8, min_seq_length: 9}}",
+            "{class_path: SequenceLengthWarmup, init_args: "
+            "{max_seq_length: 8, min_seq_length: 9, allow_task_data: true}}",
             "SequenceLengthWarmup: min_seq_length=9 > max_seq_length=8",
         ),
         (
-            "{class_path: SequenceLengthWarmup, init_args: {max_seq_length: 64, duration: 0.1}}",
+            "{class_path: SequenceLengthWarmup, init_args: "
+            "{max_seq_length: 64, duration: 0.1, allow_task_data: true}}",
             "the run is too short for the schedule",
         ),
         (
-            "{class_path: SequenceLengthWarmup, init_args: {max_seq_length: 12, step_size: 8}}",
+            "{class_path: SequenceLengthWarmup, init_args: "
+            "{max_seq_length: 12, step_size: 8, allow_task_data: true}}",
             "the schedule is empty",
         ),
         ("{class_path: RopeToXPosBlend}", "no positional encoding in the model has"),

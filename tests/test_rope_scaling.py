@@ -146,8 +146,15 @@ def test_golden_cases_exercise_every_branch():
     "s, original, beta_fast, beta_slow", [(4.0, 64, 32.0, 1.0), (16.0, 2048, 32.0, 1.0)]
 )
 def test_yarn_frequencies_and_attention_factor_are_the_papers(s, original, beta_fast, beta_slow):
+    """ramp="turns" is the paper's formula (the default, the authors' code, is in test_parity)."""
     encoding = bound(
-        YaRN(scale=s, original_max_length=original, beta_fast=beta_fast, beta_slow=beta_slow)
+        YaRN(
+            scale=s,
+            original_max_length=original,
+            beta_fast=beta_fast,
+            beta_slow=beta_slow,
+            ramp="turns",
+        )
     )
     expected, mscale = yarn_reference(s, original, beta_fast, beta_slow, 10000.0, HEAD_DIM)
     assert frequencies(encoding) == pytest.approx(expected, rel=1e-12)
@@ -176,7 +183,7 @@ def rotation_reference(x: torch.Tensor, positions, inverse_frequencies, factor=1
         (lambda: RoPELinear(scale=4.0), lambda: (linear_reference(4.0, 1e4, HEAD_DIM), 1.0)),
         (lambda: RoPENTK(scale=4.0), lambda: (ntk_reference(4.0, 1e4, HEAD_DIM), 1.0)),
         (
-            lambda: YaRN(scale=8.0, original_max_length=128),
+            lambda: YaRN(scale=8.0, original_max_length=128, ramp="turns"),
             lambda: yarn_reference(8.0, 128, 32.0, 1.0, 1e4, HEAD_DIM),
         ),
         (
@@ -315,6 +322,7 @@ def test_partial_rotary_rotates_only_its_fraction(fraction, rotary_dim):
         (lambda: RoPEDynamicNTK(original_max_length=0), "original_max_length=0"),
         (lambda: YaRN(beta_fast=1.0, beta_slow=2.0), "beta_slow=2.0"),
         (lambda: YaRN(attention_factor=0.0), "attention_factor=0.0"),
+        (lambda: YaRN(ramp="log"), "accepted: dimension, turns"),
         (lambda: RoPELlama3(low_freq_factor=4.0, high_freq_factor=1.0), "low_freq_factor=4.0"),
         (lambda: RoPEPower(power=-1.0), "power=-1.0"),
         (lambda: RoPETruncated(b=0.01, a=0.02), "a=0.02"),

@@ -163,18 +163,34 @@ class RopeToXPosBlend(EncodingSchedule):
         super().__init__("blend", 0.0, 1.0, start, end, shape, num_steps)
 
 
+# Giraffe's `AdjustXPOSCallback` (abacusai/Long-Context, python/train/finetune_context.py, commit
+# 11b61fbd9b738d3bfd08ecbc6c5dfea7f8c9f59e): scale_base starts at 8192 and, after every optimizer
+# step, drops by 8 while it is above 128: 8192 - 8 t for t <= 1008, then 128.
+GIRAFFE_SCALE_BASE = {"start_value": 8192.0, "end_value": 128.0, "start": 0, "end": 1008}
+PRESETS = ("giraffe",)
+
+
 class XPosScaleBaseAnnealing(EncodingSchedule):
     """Anneals xPos's `scale_base` from a large value (little decay) down to the target.
 
     Giraffe (Pal et al. 2023) anneals xPos's scale_base during training instead of fixing it; a
-    large scale_base makes zeta^(n / scale_base) close to 1, i.e. xPos close to RoPE. The default
-    start value (16384) and linear shape are lengen's choices, not values from the report. Logs
-    `curriculum/scale_base`.
+    large scale_base makes zeta^(n / scale_base) close to 1, i.e. xPos close to RoPE. Logs
+    `curriculum/scale_base`. Two schedules:
+
+      default (lengen's): 16384 -> 512 (the xPos paper's scale_base), linear over the whole run
+        (`end` 1.0, a fraction of trainer.max_steps). The default because it is stated in
+        fractions of the run, so it completes in a run of any length and ends at the value the
+        xPos paper trains with.
+      preset="giraffe" (Giraffe's `AdjustXPOSCallback`): 8192, minus 8 after every optimizer
+        step, down to a floor of 128: step t has 8192 - 8 min(t, 1008). It replaces start_value,
+        end_value, start, end and shape (linear from step 0 to step 1008, which is exactly that
+        staircase at integer steps). A run shorter than 1008 steps never reaches the floor.
 
     Args:
         start_value: the initial scale_base.
         end_value: the target scale_base (512 in Sun et al.).
         start, end, shape, num_steps: as in `EncodingSchedule`.
+        preset: None (the arguments above) or "giraffe".
     """
 
     def __init__(
@@ -185,12 +201,24 @@ class XPosScaleBaseAnnealing(EncodingSchedule):
         end: int | float = 1.0,
         shape: str = "linear",
         num_steps: int = 4,
+        preset: str | None = None,
     ) -> None:
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(
+                f"XPosScaleBaseAnnealing: preset={preset!r}; accepted: {', '.join(PRESETS)} or null"
+            )
+        if preset == "giraffe":
+            start_value, end_value = (
+                GIRAFFE_SCALE_BASE["start_value"],
+                GIRAFFE_SCALE_BASE["end_value"],
+            )
+            start, end, shape = GIRAFFE_SCALE_BASE["start"], GIRAFFE_SCALE_BASE["end"], "linear"
         if start_value <= 0 or end_value <= 0:
             raise ValueError(
                 f"XPosScaleBaseAnnealing: start_value={start_value} and end_value={end_value} "
                 "must be > 0"
             )
+        self.preset = preset
         super().__init__("scale_base", start_value, end_value, start, end, shape, num_steps)
 
 

@@ -42,8 +42,15 @@ class LengthSchedule:
         if self.schedule == "uniform":
             return rng.choice(lengths)
         if self.schedule == "regular_increase":
-            top = self.current_max(step)
-            return rng.randint(self.min_length, top) if self.sample_all_lengths else top
+            if not self.sample_all_lengths:
+                return self.current_max(step)
+            # The reference's lengths: min_length + increase_by * k, k uniform in 0..K, where K is
+            # the number of increases so far, capped at the first grid point >= max_length
+            # (which is then max_length itself).
+            increases = step // self.increase_every
+            to_max = -(-(self.max_length - self.min_length) // self.increase_by)  # ceil
+            k = rng.randint(0, min(increases, to_max))
+            return min(self.max_length, self.min_length + self.increase_by * k)
         weights = [self.tau**length for length in lengths]  # reverse_exponential
         return rng.choices(lengths, weights=weights)[0]
 
@@ -61,8 +68,13 @@ class LengthCurriculum(ResumableCallback):
       fixed: always max_length;
       uniform: uniform over [min_length, max_length] (the papers' default);
       regular_increase: the top length starts at min_length and grows by `increase_by` every
-        `increase_every` optimizer steps; a batch's length is uniform up to the top
-        (`sample_all_lengths`) or the top itself;
+        `increase_every` optimizer steps; a batch's length is the top itself, or, with
+        `sample_all_lengths`, uniform over the lengths the schedule has reached so far,
+        min_length + increase_by * k for k = 0 .. (increases so far), as the reference
+        (google-deepmind/randomized_positional_encodings, experiments/curriculum.py,
+        `RegularIncreaseCurriculum`): with increase_by > 1 the lengths between grid points are
+        never drawn. Unlike the reference, lengths stop at max_length (the last grid point past
+        it counts as max_length);
       reverse_exponential: P(length) proportional to tau^length (tau < 1 favours short lengths).
     The length is drawn by the task data stream from the generator of the batch (seeded by
     (seed, rank, batch index)) and the optimizer step, so it survives resumption exactly.

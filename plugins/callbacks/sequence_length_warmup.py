@@ -58,6 +58,12 @@ class SequenceLengthWarmup(ResumableCallback):
     `LengenModule.training_step` counts the labels it receives, so each optimizer step still
     follows the mean loss over all labelled tokens of its micro-batches.
 
+    Task data (a data module with `train_length_sampler`, i.e. `TaskDataModule`) is refused by
+    default: its rows are BOS input SEP target EOS with labels on the target only, so cutting
+    rows to L tokens removes every labelled token while L is shorter than the prompt, and those
+    steps train on nothing. Grow the task length with `LengthCurriculum` instead (the task
+    analogue of this warmup), or set `allow_task_data: true` to truncate task rows anyway.
+
     Logs `curriculum/seq_length` and `curriculum/tokens_seen` (labelled tokens, summed over ranks).
 
     Args:
@@ -66,6 +72,7 @@ class SequenceLengthWarmup(ResumableCallback):
         duration: the warmup's fraction of trainer.max_steps, in (0, 1] (0.3 in the paper).
         step_size: lengths grow in multiples of this (8 in Composer).
         mode: "truncate" or "segment".
+        allow_task_data: accept task data (see above); False refuses it with a one-line error.
     """
 
     def __init__(
@@ -75,6 +82,7 @@ class SequenceLengthWarmup(ResumableCallback):
         duration: float = 0.3,
         step_size: int = 8,
         mode: str = "truncate",
+        allow_task_data: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"SequenceLengthWarmup: mode={mode!r}; accepted: {', '.join(MODES)}")
@@ -92,6 +100,7 @@ class SequenceLengthWarmup(ResumableCallback):
         self.duration = duration
         self.step_size = step_size
         self.mode = mode
+        self.allow_task_data = allow_task_data
         self.warmup_steps = 0  # resolved in `setup`
         self.tokens_seen = 0
 
@@ -116,6 +125,14 @@ class SequenceLengthWarmup(ResumableCallback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        task_data = hasattr(trainer.datamodule, "train_length_sampler")
+        if task_data and not self.allow_task_data:
+            raise CurriculumConfigError(
+                "SequenceLengthWarmup cuts rows to the first L tokens, which on task data (BOS "
+                "input SEP target EOS) removes the labelled target tokens, so early steps train "
+                "on nothing; grow the task length with LengthCurriculum instead "
+                "(configs/curriculum/length_curriculum.yaml), or set allow_task_data: true"
+            )
         if self.max_seq_length is None:
             n_ctx = getattr(trainer.datamodule, "n_ctx", None)
             if n_ctx is None:

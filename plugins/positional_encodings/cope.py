@@ -24,7 +24,15 @@ class CoPE(PositionalEncoding):
     Positions come from content, not from indices: the integer positions are not used at all,
     so a shift changes nothing. Unlike the paper, one embedding table serves every layer and head
     (the encoding is one module shared by the decoder's layers). Cost: a (B, nh, T, T) bias per
-    layer, computed from q and k through `contextual_bias`.
+    layer, computed from q and k through `contextual_bias`. Padded keys get gate 0.
+
+    Reference: facebookresearch/RAM, projects/cope/src/cope/context_position.py (commit
+    5420e20124c73746a3d63f784928cc60e1e051e9). The bias equals the reference run with
+    `--cope-nodiv` (position logits added after the 1/sqrt(hs) scaling); its default adds them
+    before and so divides them by sqrt(hs) too, which rescales the learned embeddings by
+    sqrt(hs) (same function class, different learning dynamics). The reference's default
+    npos_max is the block size + 1; here 64. Caching is supported: a cached query's gates are
+    those of the full forward, since gates of query i only involve keys up to i.
 
     Args:
         npos_max: number of position embeddings; larger counted positions share the last one.
@@ -42,10 +50,14 @@ class CoPE(PositionalEncoding):
         super().bind(dims)
         self.position_embeddings = nn.Parameter(torch.zeros(dims.head_dim, self.npos_max))
 
-    def contextual_bias(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    def contextual_bias(
+        self, query: torch.Tensor, key: torch.Tensor, key_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, nh, Tq, hs) query, (B, nh, Tk, hs) key -> (B, nh, Tq, Tk) float32 bias.
 
         Queries are the last Tq of the Tk positions; keys after a query get no gate and bias 0.
+        key_mask: (B, Tk) bool, False on padding: padded keys get gate 0, so they are not counted
+        (as the authors' code multiplies the gates by its attention mask).
         """
         dtype = torch.promote_types(torch.float32, query.dtype)
         query, key = query.to(dtype), key.to(dtype)
@@ -54,7 +66,9 @@ class CoPE(PositionalEncoding):
         future = torch.ones(query_len, key_len, dtype=torch.bool, device=query.device).triu(
             key_len - query_len + 1
         )
-        gates = torch.sigmoid(scores).masked_fill(future, 0.0)
+        gates = torch.sigmoid(scores).masked_fill(future, 0.0)  # (B, nh, Tq, Tk)
+        if key_mask is not None:
+            gates = gates * key_mask[:, None, None, :].to(dtype)  # padded keys count 0
         positions = gates.flip(-1).cumsum(-1).flip(-1)  # p_ij = sum_{t >= j} g_it, (B, nh, Tq, Tk)
         positions = positions.clamp(max=self.npos_max - 1)
         logits = query @ self.position_embeddings.to(dtype)  # (B, nh, Tq, npos_max): q_i.e[n]

@@ -1,4 +1,4 @@
-"""Randomized positions in training, wrapping any encoding (Ruoss et al. 2023; Giraffe)."""
+"""Randomized positions, wrapping any encoding (Ruoss et al. 2023; Giraffe)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,20 @@ import torch
 
 from lengen.positional import ModelDims, PositionalEncoding, PositionOutOfRange
 from lengen_plugins.positional_encodings.rope import RoPE
+from lengen_plugins.positional_encodings.xpos import XPos
 
 
 class _PositionWrapper(PositionalEncoding):
-    """Forwards every hook to `encoding`; subclasses change the positions in training only.
+    """Forwards every hook and every class-level property to `encoding`; changes the positions.
 
     The decoder calls `transform_positions` once per forward, so every hook of the wrapped
     encoding (embed, rotate, score_bias) and every layer sees the same positions. Randomness comes
-    from torch's global RNG (seeded by Lightning's `seed_everything`). In evaluation mode the
-    positions pass through unchanged.
+    from torch's global RNG (seeded by Lightning's `seed_everything`). Positions are random in
+    training; in evaluation they pass through unchanged unless `_random_in_eval` says otherwise.
+
+    The class-level properties of `PositionalEncoding` (`is_relative`, `supports_kv_cache`,
+    `checked_dtypes`) are read from the wrapped instance, so a wrapper around an encoding that
+    cannot cache (e.g. `XPos(centre=True)`) cannot cache either.
     """
 
     def __init__(self, encoding: PositionalEncoding | None = None) -> None:
@@ -27,14 +32,37 @@ class _PositionWrapper(PositionalEncoding):
                 f"not {type(encoding).__name__}"
             )
         self.encoding = encoding
-        self.is_relative = encoding.is_relative  # in evaluation mode, positions are unchanged
+
+    @classmethod
+    def examples(cls) -> tuple[PositionalEncoding, ...]:
+        """For the contract suite: around RoPE, and around an encoding that cannot cache."""
+        return (cls(RoPE()), cls(XPos(centre=True)))
+
+    @property
+    def _random_in_eval(self) -> bool:
+        """True when evaluation positions are random too (then nothing can be cached)."""
+        return False
+
+    @property
+    def is_relative(self) -> bool:
+        return self.encoding.is_relative
+
+    @property
+    def supports_kv_cache(self) -> bool:
+        return self.encoding.supports_kv_cache and not self._random_in_eval
+
+    @property
+    def checked_dtypes(self) -> tuple[torch.dtype, ...]:
+        return self.encoding.checked_dtypes
 
     def _random_positions(self, positions: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def transform_positions(self, positions: torch.Tensor) -> torch.Tensor:
         positions = self.encoding.transform_positions(positions)
-        return self._random_positions(positions) if self.training else positions
+        if self.training or self._random_in_eval:
+            return self._random_positions(positions)
+        return positions
 
     def bind(self, dims: ModelDims) -> None:
         super().bind(dims)
@@ -59,48 +87,92 @@ class _PositionWrapper(PositionalEncoding):
     def has_score_bias(self) -> bool:
         return self.encoding.has_score_bias
 
-    def contextual_bias(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-        return self.encoding.contextual_bias(query, key)
+    def contextual_bias(
+        self, query: torch.Tensor, key: torch.Tensor, key_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.encoding.contextual_bias(query, key, key_mask=key_mask)
 
     @property
     def has_contextual_bias(self) -> bool:
         return self.encoding.has_contextual_bias
 
 
+EVAL_POSITIONS = ("random", "ordered")
+PER = ("batch", "row")
+
+
 class RandomizedPositions(_PositionWrapper):
-    """Randomized positions: a sorted random subset of [0, max_position) in training (Ruoss et al.).
+    """Randomized positions: a sorted random subset of [0, max_position) (Ruoss et al. 2023).
 
     Ruoss, Delétang, Genewein, Grau-Moya, Csordás, Bennani, Legg, Veness 2023, "Randomized
-    Positional Encodings Boost Length Generalization of Transformers" (ACL). In training, each row
-    draws n distinct positions uniformly from [0, max_position), sorts them, and position p of the
-    input is replaced by the p-th smallest (n = 1 + the largest input position), so order and
-    offsets keep their meaning. In evaluation the ordinary positions are used. max_position should
-    exceed the longest evaluation length, so every tested position was seen in training.
+    Positional Encodings Boost Length Generalization of Transformers" (ACL). A forward draws
+    n distinct positions uniformly from [0, max_position), sorts them, and position p of the input
+    is replaced by the p-th smallest (n = 1 + the largest input position), so order and offsets
+    keep their meaning. max_position should exceed the longest evaluation length.
+
+    Defaults follow the authors' code (google-deepmind/randomized_positional_encodings: the model
+    draws its positions in every call, `range_evaluation.py` included, and
+    `noisy_fixed_positional_encodings` draws one subset of shape (sequence_length,) for the whole
+    batch):
+      eval_positions: "random" (default, the reference) draws in evaluation too, so test
+        distances come from the training distribution; "ordered" uses 0..n-1 in evaluation.
+        With "random", evaluation outputs are random (a fresh draw per forward, also per step of
+        greedy generation) and `supports_kv_cache` is False.
+      per: "batch" (default, the reference) draws one subset shared by every row of the batch;
+        "row" draws one per row.
 
     Args:
         encoding: the wrapped encoding (any plugin, e.g. RoPE or ALiBi); None means RoPE().
         max_position: L_max, the exclusive upper end of the random positions (2048 in the paper).
+        eval_positions: "random" or "ordered" (see above).
+        per: "batch" or "row" (see above).
     """
 
     def __init__(
-        self, encoding: PositionalEncoding | None = None, max_position: int = 2048
+        self,
+        encoding: PositionalEncoding | None = None,
+        max_position: int = 2048,
+        eval_positions: str = "random",
+        per: str = "batch",
     ) -> None:
         super().__init__(encoding)
         if max_position < 1:
             raise ValueError(f"RandomizedPositions: max_position={max_position} must be >= 1")
+        if eval_positions not in EVAL_POSITIONS:
+            raise ValueError(
+                f"RandomizedPositions: eval_positions={eval_positions!r}; accepted: "
+                f"{', '.join(EVAL_POSITIONS)}"
+            )
+        if per not in PER:
+            raise ValueError(f"RandomizedPositions: per={per!r}; accepted: {', '.join(PER)}")
         self.max_position = max_position
+        self.eval_positions = eval_positions
+        self.per = per
+
+    @classmethod
+    def examples(cls) -> tuple[PositionalEncoding, ...]:
+        """For the contract suite: ordered evaluation (its checks need deterministic outputs)."""
+        return (
+            cls(RoPE(), eval_positions="ordered"),
+            cls(XPos(centre=True), eval_positions="ordered"),  # cannot cache
+        )
+
+    @property
+    def _random_in_eval(self) -> bool:
+        return self.eval_positions == "random"
 
     def _random_positions(self, positions: torch.Tensor) -> torch.Tensor:
-        """(B, T) int positions >= 0 -> (B, T) int64 positions: each row's sorted random subset."""
+        """(B, T) int positions >= 0 -> (B, T) int64 positions: a sorted random subset's."""
         needed = max(int(positions.max()), 0) + 1
         if needed > self.max_position:
             raise PositionOutOfRange(
-                f"RandomizedPositions: a training sequence needs {needed} distinct positions but "
+                f"RandomizedPositions: a sequence needs {needed} distinct positions but "
                 f"max_position={self.max_position}; raise max_position to at least {needed}"
             )
-        batch = positions.shape[0]
-        keys = torch.rand(batch, self.max_position, device=positions.device)  # (B, L_max)
-        subset = keys.argsort(dim=1)[:, :needed].sort(dim=1).values  # (B, n) sorted, distinct
+        draws = positions.shape[0] if self.per == "row" else 1
+        keys = torch.rand(draws, self.max_position, device=positions.device)  # (B or 1, L_max)
+        subset = keys.argsort(dim=1)[:, :needed].sort(dim=1).values  # (B or 1, n) sorted
+        subset = subset.expand(positions.shape[0], needed)  # (B, n)
         return subset.gather(1, positions.long().clamp(min=0))  # (B, T); pads (< 0) take 0
 
 

@@ -123,10 +123,15 @@ class RoPEDynamicNTK(_NeedsFourRotaryDims, ScaledRoPE):
 
     emozilla 2023, "Dynamically Scaled RoPE" (r/LocalLLaMA); Peng et al. 2023 (YaRN, section 3.3),
     in the form of Hugging Face transformers' `dynamic` rope_scaling. With L = 1 + the largest
-    query or key position of the call and L0 = original_max_length:
+    query or key position of the row and L0 = original_max_length:
     L <= L0 is plain RoPE (bit for bit); otherwise base' = base * (s * L / L0 - (s - 1))^(r/(r-2)).
-    With s = 1 the factor is L / L0. Nothing is cached: each call depends only on its own
-    positions. Not shift invariant (a shift changes L), so `is_relative` is False.
+    With s = 1 the factor is L / L0. L is taken per row, so a row's output does not depend on the
+    other rows of its batch or on padding (transformers takes one L, the maximum over the batch;
+    the two agree when the rows share their positions, as without padding). Each call depends
+    only on its own positions. Not shift
+    invariant (a shift changes L), so `is_relative` is False. `supports_kv_cache` is False: a
+    cached key keeps the base of the call that made it, so once positions pass L0 cached decoding
+    would differ from the full forward; generation recomputes the whole sequence instead.
 
     Args:
         original_max_length: the training context length L0.
@@ -134,6 +139,7 @@ class RoPEDynamicNTK(_NeedsFourRotaryDims, ScaledRoPE):
     """
 
     is_relative = False
+    supports_kv_cache = False  # the base depends on the whole sequence's length
 
     def __init__(
         self,
@@ -172,32 +178,52 @@ class RoPEDynamicNTK(_NeedsFourRotaryDims, ScaledRoPE):
         query_positions: torch.Tensor,
         key_positions: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """As RoPE, with one set of frequencies for queries and keys from this call's length."""
-        length = int(torch.maximum(query_positions.max(), key_positions.max())) + 1
+        """As RoPE, with one set of frequencies per row, from that row's length."""
+        lengths = torch.maximum(query_positions.amax(dim=1), key_positions.amax(dim=1)) + 1  # (B,)
         dtype = torch.promote_types(torch.float32, query.dtype)
-        inverse_frequencies = self.inverse_frequencies_for_length(length, dtype, query.device)
+        inverse_frequencies = torch.stack(
+            [self.inverse_frequencies_for_length(int(n), dtype, query.device) for n in lengths]
+        )[:, None, None, :]  # (B, 1, 1, r/2): broadcasts against (B, 1, T, 1) positions
         return (
             self._apply_rotation(query, query_positions, inverse_frequencies),
             self._apply_rotation(key, key_positions, inverse_frequencies),
         )
 
 
+RAMPS = ("dimension", "turns")
+
+
 class YaRN(ScaledRoPE):
     """YaRN: NTK-by-parts interpolation plus an attention temperature (Peng et al. 2023).
 
     Peng, Quesnelle, Fan, Shippole 2023, "YaRN: Efficient Context Window Extension of Large
-    Language Models", sections 3.2-3.4. With L0 = original_max_length, wavelength
-    lambda_i = 2*pi / theta_i and r_i = L0 / lambda_i (turns of dim pair i within L0), the ramp
-    gamma_i = clamp((r_i - beta_slow) / (beta_fast - beta_slow), 0, 1) mixes
-    theta'_i = (1 - gamma_i) * theta_i / s + gamma_i * theta_i: pairs with many turns keep their
-    frequency, pairs with under beta_slow turns are interpolated like PI. cos and sin are
-    multiplied by the attention factor sqrt(1/t) = 0.1 * ln(s) + 1, so q.k is scaled by its square.
-    The ramp is the paper's, continuous in r_i; the authors' code rounds its ends to whole dims.
+    Language Models", sections 3.2-3.4. With L0 = original_max_length, theta_i = base^(-2i / r)
+    for pair i < r/2 (r = rotary_dim), and an extrapolation weight gamma_i in [0, 1],
+    theta'_i = (1 - gamma_i) * theta_i / s + gamma_i * theta_i: pairs that turn many times within
+    L0 keep their frequency, pairs that turn under beta_slow times are interpolated like PI.
+    cos and sin are multiplied by the attention factor sqrt(1/t) = 0.1 * ln(s) + 1, so q.k is
+    scaled by its square. Two shapes of the ramp gamma_i:
+
+      ramp="dimension" (default): linear in the pair index i, as the authors' code
+        (jquesnelle/yarn) and Hugging Face transformers' `yarn` rope_type. The index where pair i
+        turns n times within L0 is d(n) = r * ln(L0 / (2 pi n)) / (2 ln base); with
+        low = d(beta_fast), high = d(beta_slow), rounded outward to whole indices
+        (floor, ceil) when `truncate` (transformers' default and the authors' code), then
+        clipped to [0, r - 1], gamma_i = 1 - clamp((i - low) / (high - low), 0, 1).
+        Equal to transformers' inverse frequencies (tests/test_parity_rope.py).
+      ramp="turns": the paper's formula, linear in the number of turns r_i = L0 * theta_i / (2 pi):
+        gamma_i = clamp((r_i - beta_slow) / (beta_fast - beta_slow), 0, 1), continuous.
+
+    The two differ in shape, not by rounding: r_i is exponential in i, so the paper's ramp is
+    linear in turns where the code's is linear in log(turns). For s = 4, L0 = 2048, r = 64,
+    12 of 32 inverse frequencies differ, by up to 44 % (pair 15: gamma 0.11 against 0.46).
 
     Args:
         original_max_length: the training context length L0.
         beta_fast, beta_slow: the ramp's ends in turns (32 and 1 in the paper for LLaMA).
         attention_factor: a fixed factor on cos and sin; None means 0.1 * ln(s) + 1.
+        ramp: "dimension" (authors' code, transformers) or "turns" (the paper's formula).
+        truncate: with ramp="dimension", round the ramp's ends outward to whole indices.
         scale, eval_scale, base, rotary_dim: as for `ScaledRoPE`.
     """
 
@@ -211,6 +237,8 @@ class YaRN(ScaledRoPE):
         attention_factor: float | None = None,
         base: float = 10000.0,
         rotary_dim: int | None = None,
+        ramp: str = "dimension",
+        truncate: bool = True,
     ) -> None:
         super().__init__(scale=scale, eval_scale=eval_scale, base=base, rotary_dim=rotary_dim)
         if original_max_length < 1:
@@ -222,17 +250,42 @@ class YaRN(ScaledRoPE):
             )
         if attention_factor is not None and not attention_factor > 0:
             raise ValueError(f"YaRN: attention_factor={attention_factor} must be > 0 or null")
+        if ramp not in RAMPS:
+            raise ValueError(f"YaRN: ramp={ramp!r}; accepted: {', '.join(RAMPS)}")
         self.original_max_length = original_max_length
         self.beta_fast = float(beta_fast)
         self.beta_slow = float(beta_slow)
         self.attention_factor = attention_factor
+        self.ramp = ramp
+        self.truncate = truncate
+
+    def _index_for_turns(self, turns: float) -> float:
+        """d(n) = r * ln(L0 / (2 pi n)) / (2 ln base): the pair index that turns n times in L0."""
+        ratio = self.original_max_length / (turns * 2 * math.pi)
+        return self.rotary_dim * math.log(ratio) / (2 * math.log(self.base))
+
+    def extrapolation_weights(
+        self, theta: torch.Tensor, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
+        """gamma_i for the (r/2,) inverse frequencies theta: 1 keeps theta_i, 0 gives theta_i/s."""
+        if self.ramp == "turns":
+            turns = self.original_max_length * theta / (2 * math.pi)  # r_i = L0 / lambda_i
+            return ((turns - self.beta_slow) / (self.beta_fast - self.beta_slow)).clamp(0.0, 1.0)
+        low = self._index_for_turns(self.beta_fast)
+        high = self._index_for_turns(self.beta_slow)
+        if self.truncate:
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, self.rotary_dim - 1)
+        if low == high:
+            high += 0.001  # as transformers: avoids 0 / 0
+        index = torch.arange(self.rotary_dim // 2, dtype=dtype, device=device)  # i
+        return 1.0 - ((index - low) / (high - low)).clamp(0.0, 1.0)
 
     def inverse_frequencies(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         theta = super().inverse_frequencies(dtype, device)  # (r/2,)
         scale = self.current_scale().to(device=device, dtype=dtype)
-        turns = self.original_max_length * theta / (2 * math.pi)  # r_i = L0 / lambda_i
-        ramp = ((turns - self.beta_slow) / (self.beta_fast - self.beta_slow)).clamp(0.0, 1.0)
-        return (1 - ramp) * theta / scale + ramp * theta
+        gamma = self.extrapolation_weights(theta, dtype, device)  # (r/2,)
+        return (1 - gamma) * theta / scale + gamma * theta
 
     def attention_scale(self) -> float | torch.Tensor:
         if self.attention_factor is not None:

@@ -17,7 +17,7 @@ from lengen.data.tasks import TrainingStream
 from lengen.model import Decoder
 from lengen.module import LengenModule
 from lengen.plugins import discover
-from lengen.positional import ModelDims, PositionOutOfRange, build_bias
+from lengen.positional import ModelDims, PositionalEncoding, PositionOutOfRange, build_bias
 from lengen_plugins.positional_encodings.alibi import ALiBi
 from lengen_plugins.positional_encodings.cope import CoPE
 from lengen_plugins.positional_encodings.fire import FIRE
@@ -27,6 +27,7 @@ from lengen_plugins.positional_encodings.randomized import (
     RandomizedPositions,
 )
 from lengen_plugins.positional_encodings.rope import RoPE
+from lengen_plugins.positional_encodings.xpos import XPos
 from lengen_plugins.tasks.copy import Copy
 
 VOCAB, D_MODEL, N_HEAD = 13, 32, 4
@@ -43,7 +44,8 @@ CATALOGUE = {
     "RoPEPower": lambda cls: cls(power=0.5),
     "RoPETruncated": lambda cls: cls(b=0.05, a=0.005, rho=0.002),
     "RoPEPartial": lambda cls: cls(fraction=0.5),
-    "RandomizedPositions": lambda cls: cls(RoPE(), max_position=256),
+    # Ordered evaluation: the checks below compare deterministic evaluation outputs.
+    "RandomizedPositions": lambda cls: cls(RoPE(), max_position=256, eval_positions="ordered"),
     "GiraffeRandomizedPositions": lambda cls: cls(ALiBi()),
     "FIRE": lambda cls: cls(init_threshold=16.0),
     "KerpleLog": lambda cls: cls(),
@@ -202,7 +204,8 @@ def test_kerple_power_clamps_r2_to_two_and_has_finite_gradients_at_distance_zero
     with torch.no_grad():
         encoding.r1.fill_(1.0)
         encoding.r2.fill_(3.0)
-    positions = torch.arange(5)[None]
+    positions = encoding.transform_positions(torch.arange(5)[None])  # clamps, once per forward
+    assert torch.equal(encoding.r2.detach(), torch.full((N_HEAD,), 2.0))  # the stored value
     bias = build_bias(encoding, N_HEAD, positions, positions)
     assert bias[0, 0, 4, 1].item() == pytest.approx(-9.0)  # 3^2, not 3^3
     with torch.no_grad():
@@ -283,7 +286,7 @@ def test_score_bias_works_elementwise_as_a_flex_attention_score_mod(name):
 
 
 def test_randomized_training_positions_are_sorted_unique_and_in_range():
-    wrapper = RandomizedPositions(RoPE(), max_position=64)
+    wrapper = RandomizedPositions(RoPE(), max_position=64, per="row", eval_positions="ordered")
     positions = torch.arange(40).expand(500, 40)
     torch.manual_seed(11)
     drawn = wrapper.train().transform_positions(positions)
@@ -312,6 +315,8 @@ def test_randomized_positions_keep_offsets_of_the_input():
 @pytest.mark.parametrize("wrapper_cls", [RandomizedPositions, GiraffeRandomizedPositions])
 def test_the_wrapper_equals_its_encoding_at_the_drawn_positions(wrapper_cls, inner):
     wrapper = wrapper_cls(inner())
+    if wrapper_cls is RandomizedPositions:
+        wrapper.eval_positions = "ordered"  # the eval comparison below needs 0..n-1
     torch.manual_seed(13)
     wrapped = Decoder(VOCAB, wrapper, n_layer=2, n_head=N_HEAD, d_model=D_MODEL).train()
     plain = Decoder(VOCAB, inner(), n_layer=2, n_head=N_HEAD, d_model=D_MODEL).train()
@@ -397,3 +402,98 @@ def test_a_wrapper_without_an_encoding_wraps_rope(cls):
     # So that `lengen fit --model.pos_encoding=RandomizedPositions` works on the quickstart.
     wrapper = cls()
     assert type(wrapper.encoding) is RoPE and wrapper.is_relative
+
+
+# Reference parity fixes (issue 11) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("wrapper_cls", [RandomizedPositions, GiraffeRandomizedPositions])
+@pytest.mark.parametrize(
+    "inner", [lambda: RoPE(), lambda: XPos(centre=True), lambda: XPos(centre=False)]
+)
+def test_a_wrapper_forwards_every_class_level_property_of_its_encoding(wrapper_cls, inner):
+    """Every non-callable public class attribute of PositionalEncoding, read on the instance."""
+    encoding = inner()
+    wrapper = wrapper_cls(encoding)
+    if wrapper_cls is RandomizedPositions:
+        wrapper.eval_positions = "ordered"  # random evaluation cannot cache (tested below)
+    names = [
+        name
+        for name, value in vars(PositionalEncoding).items()
+        if not name.startswith("_") and not callable(value) and not isinstance(value, property)
+        and not isinstance(value, classmethod)
+    ]  # fmt: skip
+    assert {"is_relative", "supports_kv_cache", "checked_dtypes"} <= set(names)
+    for name in names:
+        if name == "schedulable":  # forwarded as values: the wrapper's schedulable_values()
+            assert wrapper.schedulable_values().keys() == encoding.schedulable_values().keys()
+            continue
+        assert getattr(wrapper, name) == getattr(encoding, name), name
+
+
+def test_randomized_positions_draw_one_subset_per_batch_in_training_and_evaluation():
+    """Ruoss et al.'s code draws in evaluation too, one sorted subset for the whole batch."""
+    wrapper = RandomizedPositions(RoPE(), max_position=2048)
+    assert wrapper.eval_positions == "random" and wrapper.per == "batch"
+    assert not wrapper.supports_kv_cache  # every call draws anew
+    positions = torch.arange(40).expand(3, 40)
+    gaps_one, draws = 0, []
+    torch.manual_seed(17)
+    for mode in ("train", "eval") * 100:
+        getattr(wrapper, mode)()
+        drawn = wrapper.transform_positions(positions)
+        assert (drawn == drawn[:1]).all()  # one subset shared by the rows
+        assert (drawn[0, 1:] > drawn[0, :-1]).all() and 0 <= drawn.min() and drawn.max() < 2048
+        gaps_one += int((torch.diff(drawn[0]) == 1).sum())
+        draws.append(tuple(drawn[0].tolist()))
+    assert len(set(draws)) == 200  # evaluation draws too
+    # Adjacent gaps have mean ~2048/41 = 50; a gap of 1 is rare (about 2 %), unlike 0..n-1.
+    assert gaps_one / (200 * 39) < 0.05
+    per_row = RandomizedPositions(RoPE(), max_position=2048, per="row").eval()
+    drawn = per_row.transform_positions(positions)
+    assert not (drawn == drawn[:1]).all()
+    ordered = RandomizedPositions(RoPE(), eval_positions="ordered").eval()
+    assert torch.equal(ordered.transform_positions(positions), positions)
+    assert ordered.supports_kv_cache
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: RandomizedPositions(eval_positions="sorted"), "accepted: random, ordered"),
+        (lambda: RandomizedPositions(per="head"), "accepted: batch, row"),
+    ],
+)
+def test_randomized_positions_reject_unknown_modes_in_one_line(make, match):
+    with pytest.raises(ValueError, match=match) as error:
+        make()
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("cls", [KerpleLog, KerplePower])
+def test_kerple_parameter_below_eps_is_clamped_in_place_and_still_learns(cls):
+    """The reference clamps the stored value each forward (outside the graph), so it recovers."""
+    torch.manual_seed(18)
+    model = Decoder(VOCAB, cls(), n_layer=1, n_head=N_HEAD, d_model=D_MODEL, attention="sdpa")
+    with torch.no_grad():
+        model.pos_encoding.r1.fill_(-0.5)
+        model.pos_encoding.r2.fill_(-0.5)
+    input_ids = torch.randint(0, VOCAB, (4, 16))
+    loss = torch.nn.functional.cross_entropy(
+        model(input_ids).flatten(0, 1), torch.randint(0, VOCAB, (64,))
+    )
+    loss.backward()
+    encoding = model.pos_encoding
+    eps = torch.full((N_HEAD,), encoding.eps)
+    assert torch.equal(encoding.r1.detach(), eps) and torch.equal(encoding.r2.detach(), eps)
+    assert (encoding.r1.grad != 0).all() and (encoding.r2.grad != 0).all()  # not stuck
+
+
+def test_kerple_initial_ranges_follow_the_reference():
+    """chijames/KERPLE: log p ~ U(0, 2), a ~ U(0, 1); power: exponent U(0, 2), factor U(0, 1)."""
+    many = ModelDims(d_model=512, n_head=512, head_dim=1)
+    log, power = KerpleLog(), KerplePower()
+    torch.manual_seed(19)
+    log.bind(many), power.bind(many)
+    assert log.r1.max() > 1.5 and log.r1.max() < 2 and log.r2.max() < 1  # r1 multiplies
+    assert power.r1.max() < 1 and power.r2.max() > 1.5 and power.r2.max() < 2  # r2 the exponent

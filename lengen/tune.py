@@ -51,6 +51,11 @@ def tune_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min_seq_length", type=int, default=8)
     parser.add_argument("--max_seq_length", type=int, default=None)
     parser.add_argument("--step_size", type=int, default=8)
+    parser.add_argument(
+        "--allow_task_data",
+        action="store_true",
+        help="let SequenceLengthWarmup truncate task rows (it refuses task data otherwise)",
+    )
     parser.add_argument("--spike_factor", type=float, default=1.5)
     parser.add_argument("--variance_factor", type=float, default=10.0)
     parser.add_argument("--out", default="runs/tune", help="folder for trials, table and figure")
@@ -70,6 +75,7 @@ def trial_callbacks(duration: float, options: argparse.Namespace) -> list[dict]:
             "min_seq_length": options.min_seq_length,
             "max_seq_length": options.max_seq_length,
             "step_size": options.step_size,
+            "allow_task_data": options.allow_task_data,
         }
         callbacks.append({"class_path": "SequenceLengthWarmup", "init_args": warmup})
     return callbacks

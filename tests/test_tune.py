@@ -38,6 +38,7 @@ def test_tune_runs_a_grid_and_writes_table_json_and_figure(tmp_path, capsys):
         [
             "tune", "--lr", "0.01", "--warmup", "0,0.5", "--steps", "6",
             "--max_seq_length", "16", "--min_seq_length", "4", "--step_size", "4",
+            "--allow_task_data",  # the quickstart is task data (fast); see SequenceLengthWarmup
             "--out", str(out),
             "--config", QUICKSTART,
             "--model.n_layer", "1", "--model.d_model", "16",

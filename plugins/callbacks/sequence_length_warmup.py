@@ -60,9 +60,10 @@ class SequenceLengthWarmup(ResumableCallback):
 
     Task data (a data module with `train_length_sampler`, i.e. `TaskDataModule`) is refused by
     default: its rows are BOS input SEP target EOS with labels on the target only, so cutting
-    rows to L tokens removes every labelled token while L is shorter than the prompt, and those
-    steps train on nothing. Grow the task length with `LengthCurriculum` instead (the task
-    analogue of this warmup), or set `allow_task_data: true` to truncate task rows anyway.
+    rows to L tokens removes every label of each example whose prompt fills the L tokens; early
+    steps train only on the shortest examples (or on nothing, in a batch of long ones). Grow the
+    task length with `LengthCurriculum` instead (the task analogue of this warmup), or set
+    `allow_task_data: true` to truncate task rows anyway.
 
     Logs `curriculum/seq_length` and `curriculum/tokens_seen` (labelled tokens, summed over ranks).
 
@@ -129,8 +130,9 @@ class SequenceLengthWarmup(ResumableCallback):
         if task_data and not self.allow_task_data:
             raise CurriculumConfigError(
                 "SequenceLengthWarmup cuts rows to the first L tokens, which on task data (BOS "
-                "input SEP target EOS) removes the labelled target tokens, so early steps train "
-                "on nothing; grow the task length with LengthCurriculum instead "
+                "input SEP target EOS) removes every label of the examples longer than L, so "
+                "early steps train on the shortest examples only; grow the task length with "
+                "LengthCurriculum instead "
                 "(configs/curriculum/length_curriculum.yaml), or set allow_task_data: true"
             )
         if self.max_seq_length is None:

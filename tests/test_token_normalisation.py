@@ -128,13 +128,9 @@ def test_accumulated_step_equals_one_big_batch_under_sequence_length_warmup(tmp_
     initial = copy.deepcopy(module)
     # One increment over one warmup step: step 0 trains on length min_seq_length = 6.
     warmup = SequenceLengthWarmup(
-        max_seq_length=10,
-        min_seq_length=length,
-        step_size=4,
-        duration=1.0,
-        mode=mode,
-        allow_task_data=True,
-    )
+        max_seq_length=10, min_seq_length=length, step_size=4, duration=1.0, mode=mode,
+        allow_task_data=True,  # task data (Copy): the warmup refuses it by default
+    )  # fmt: skip
     recorder = GradientRecorder()
     fit(module, [warmup, recorder], accumulate, max_steps=1, datamodule=data)
 

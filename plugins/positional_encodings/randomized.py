@@ -120,6 +120,10 @@ class RandomizedPositions(_PositionWrapper):
         greedy generation) and `supports_kv_cache` is False.
       per: "batch" (default, the reference) draws one subset shared by every row of the batch;
         "row" draws one per row.
+    One draw per forward serves every layer (the reference's absolute variants draw once too; its
+    randomized RoPE draws anew in each attention layer). Around a bias encoding (ALiBi, T5) the
+    positions are randomized; the reference's noisy ALiBi and relative encodings instead sample
+    sorted random distances.
 
     Args:
         encoding: the wrapped encoding (any plugin, e.g. RoPE or ALiBi); None means RoPE().

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lengen.checkpoints import checkpoint_problem
 from lengen.cli import main
-from lengen.random_state import random_state, set_random_state
+from lengen.random_state import TrainingRandomState, random_state, set_random_state
 
 QUICKSTART = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
 
@@ -233,3 +234,42 @@ def test_random_state_round_trip_covers_every_generator():
     again = (random.random(), np.random.rand(), torch.rand(3), np.random.randn())
     assert drawn[0] == again[0] and drawn[1] == again[1] and drawn[3] == again[3]
     assert torch.equal(drawn[2], again[2])
+
+
+def save_and_restore_per_rank(rank: int, world_size: int, path: str) -> None:
+    """One gloo rank: snapshot its own random state, save the gathered checkpoint (rank 0
+    writes), load it into a fresh keeper and check the draws after the snapshot repeat."""
+    dist.init_process_group(
+        "gloo", init_method=f"file://{path}.rendezvous", rank=rank, world_size=world_size
+    )
+    try:
+        cpu = torch.device("cpu")
+        torch.manual_seed(100 + rank)
+        random.seed(100 + rank)
+        np.random.seed(100 + rank)
+        keeper = TrainingRandomState()
+        keeper.after_backward(cpu)
+        expected = (torch.rand(4), random.random(), np.random.rand())
+        checkpoint: dict = {}
+        keeper.save(checkpoint, cpu)  # a collective: every rank calls it
+        if rank == 0:
+            torch.save(checkpoint, path)
+        dist.barrier()
+        loaded = torch.load(path, weights_only=False)
+        states = loaded["lengen_random_state"]
+        assert len(states) == world_size
+        assert not torch.equal(states[0]["torch"], states[1]["torch"])  # one state per rank
+        torch.manual_seed(999)  # move on, as a new process would start elsewhere
+        fresh = TrainingRandomState()
+        fresh.load(loaded, rank)
+        fresh.before_batch(cpu)
+        got = (torch.rand(4), random.random(), np.random.rand())
+        assert torch.equal(got[0], expected[0]) and got[1:] == expected[1:], rank
+    finally:
+        dist.destroy_process_group()
+
+
+def test_random_state_is_saved_and_restored_per_rank(tmp_path):
+    torch.multiprocessing.spawn(
+        save_and_restore_per_rank, args=(2, str(tmp_path / "state.ckpt")), nprocs=2, join=True
+    )

@@ -17,12 +17,18 @@ from pathlib import Path
 
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+from lengen.checkpoints import NoCheckpoint, newest_readable_checkpoint
 
 # Imported so that configs can name the data modules by their short class names.
 from lengen.data.tasks import TaskDataModule  # noqa: F401
 from lengen.data.text import TextDataModule  # noqa: F401
+from lengen.divergence import MODES, Diverged, DivergenceGuard
+from lengen.logger import ClaimingTensorBoardLogger
 from lengen.module import LengenModule
 from lengen.plugins import GROUPS, PluginConflict, available_names, discover, discover_all
 from lengen.positional import PositionOutOfRange
@@ -64,15 +70,32 @@ class LengenArgumentParser(LightningArgumentParser):
         raise UsageError(one_line_error(message))
 
 
+# Exit status of a run stopped by the divergence guard (2 is bad input).
+EXIT_DIVERGED = 3
+# Gradient clipping (by global norm) unless the config says otherwise; `null` turns it off.
+DEFAULT_GRADIENT_CLIP_VAL = 1.0
+
+
 class LengenCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+        parser.set_defaults({"trainer.gradient_clip_val": DEFAULT_GRADIENT_CLIP_VAL})
 
     def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         if subcommand in ("validate", "test"):
             parser.set_defaults(verbose=False)  # lengen prints its own per-length table
+        if subcommand == "fit":
+            add_fit_arguments(parser)
         return parser
+
+    def _instantiate_trainer(self, config: dict, callbacks: list[Callback]) -> Trainer:
+        """lengen's defaults: the claiming TensorBoard logger and, for fit, its callbacks."""
+        if config.get("logger") in (None, True):
+            config["logger"] = default_logger(config.get("default_root_dir"))
+        if self.subcommand == "fit":
+            callbacks = [*callbacks, *fit_callbacks(self.config_init["fit"])]
+        return super()._instantiate_trainer(config, callbacks)
 
     def _parse_ckpt_path(self) -> None:
         """Keep the command line's model: the checkpoint gives weights and buffers only.
@@ -85,9 +108,8 @@ class LengenCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         parser = self._subcommand_parsers[self.subcommand] if self.subcommand else self.parser
         config = self.config[self.subcommand] if self.subcommand else self.config
-        if self.subcommand in ("validate", "test", "predict") and config.ckpt_path == "last":
-            config.ckpt_path = str(newest_checkpoint(config.trainer.default_root_dir or "."))
-            print(f"lengen: using the newest checkpoint {config.ckpt_path}")
+        if self.subcommand in ("fit", "validate", "test", "predict"):
+            resolve_last_checkpoint(config, self.subcommand)
         self._run_config = yaml.safe_load(parser.dump(config, skip_validation=True))
 
     def instantiate_classes(self) -> None:
@@ -98,15 +120,64 @@ class LengenCLI(LightningCLI):
         self.model.run_config = self._run_config
 
 
-def newest_checkpoint(root_dir: str) -> Path:
-    """The most recently written *.ckpt below `root_dir` (what `--ckpt_path last` means)."""
-    checkpoints = list(Path(root_dir).rglob("*.ckpt"))
-    if not checkpoints:
-        raise UsageError(
-            f"--ckpt_path last: no checkpoint (*.ckpt) below {root_dir}; run `lengen fit` with "
-            "the same trainer.default_root_dir first, or pass a checkpoint path"
+def add_fit_arguments(parser: LightningArgumentParser) -> None:
+    """`fit`'s own top-level options: periodic checkpoints and the divergence guard's mode."""
+    parser.add_argument(
+        "--checkpoint_every_n_steps",
+        type=int | None,
+        default=None,
+        help="save a checkpoint every N optimizer steps (step=N.ckpt, all kept) in the run's "
+        "checkpoints folder; default: Lightning's (after each validation, newest only)",
+    )
+    parser.add_argument(
+        "--on_nonfinite",
+        type=str,
+        default="stop",
+        help=f"on a non-finite loss or gradient: {', '.join(MODES)} (default stop)",
+    )
+
+
+def fit_callbacks(config) -> list[Callback]:
+    """The callbacks `lengen fit` always adds: the divergence guard and, when asked, a
+    ModelCheckpoint every `checkpoint_every_n_steps` optimizer steps."""
+    if config.on_nonfinite not in MODES:
+        raise UsageError(f"--on_nonfinite {config.on_nonfinite!r}; accepted: {', '.join(MODES)}")
+    callbacks: list[Callback] = [DivergenceGuard(config.on_nonfinite)]
+    every = config.checkpoint_every_n_steps
+    if every is not None:
+        if every < 1:
+            raise UsageError(f"--checkpoint_every_n_steps {every}: expected a step count >= 1")
+        callbacks.append(
+            ModelCheckpoint(every_n_train_steps=every, save_top_k=-1, filename="{step}")
         )
-    return max(checkpoints, key=lambda path: path.stat().st_mtime)
+    return callbacks
+
+
+def default_logger(root_dir: str | None) -> ClaimingTensorBoardLogger:
+    """Lightning's default logger (TensorBoard under default_root_dir/lightning_logs, the SLURM
+    job id as version under SLURM), with its version folder claimed atomically."""
+    return ClaimingTensorBoardLogger(
+        save_dir=root_dir or os.getcwd(), version=SLURMEnvironment.job_id()
+    )
+
+
+def resolve_last_checkpoint(config, subcommand: str) -> None:
+    """`--ckpt_path last`: the newest readable checkpoint of any version folder below
+    trainer.default_root_dir (Lightning would look only in this run's new folder)."""
+    if config.ckpt_path != "last":
+        return
+    config.ckpt_path = str(newest_checkpoint(config.trainer.default_root_dir or "."))
+    verb = "resuming from" if subcommand == "fit" else "using"
+    print(f"lengen: {verb} the newest checkpoint {config.ckpt_path}")
+
+
+def newest_checkpoint(root_dir: str) -> Path:
+    """The most recently written readable *.ckpt below `root_dir` (what `--ckpt_path last`
+    means); unreadable ones are skipped with a line saying so."""
+    try:
+        return newest_readable_checkpoint(root_dir)
+    except NoCheckpoint as error:
+        raise UsageError(str(error)) from error
 
 
 def print_plugins(as_json: bool) -> None:
@@ -192,6 +263,9 @@ def main(argv: list[str] | None = None) -> None:
     ) as error:
         print(f"lengen: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Diverged as error:
+        print(f"lengen: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_DIVERGED)
 
 
 if __name__ == "__main__":

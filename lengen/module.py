@@ -18,6 +18,7 @@ from lengen.metric import EvalBatch, LengthMetric, bucket_values
 from lengen.model import Decoder
 from lengen.plugins import discover
 from lengen.positional import PositionalEncoding
+from lengen.random_state import TrainingRandomState
 from lengen.results import figure_metrics_vs_length, format_table, write_results
 from lengen.summary import summarise
 from lengen.task import PAD
@@ -108,6 +109,7 @@ class LengenModule(L.LightningModule):
         # The optimizer step being accumulated: its labelled tokens and token-loss sum so far.
         self._accumulating_step = -1
         self._step_tokens = self._step_loss_sum = torch.zeros(())
+        self.training_random_state = TrainingRandomState()  # in every checkpoint, per rank
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.init_from is not None:
@@ -344,6 +346,16 @@ class LengenModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.checkpoint_step = checkpoint.get("global_step", 0)
         self.fit_encoding_state(checkpoint)
+        self.training_random_state.load(checkpoint, self.global_rank)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.training_random_state.save(checkpoint, self.device)  # called on every rank
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self.training_random_state.before_batch(self.device)
+
+    def on_after_backward(self) -> None:
+        self.training_random_state.after_backward(self.device)
 
     def fit_encoding_state(self, checkpoint: dict) -> None:
         """Let a checkpoint be loaded into a model with another encoding when the two encodings'

@@ -94,7 +94,8 @@ def run_trial(fit_args: list[str], lr: float, duration: float, options, out: Pat
         yaml.safe_dump({"trainer": {"callbacks": trial_callbacks(duration, options)}})
     )
     args = [
-        "fit", *fit_args,
+        # Trials measure instability: no clipping and no divergence stop unless fit_args say so.
+        "fit", "--trainer.gradient_clip_val", "null", "--on_nonfinite", "continue", *fit_args,
         "--config", str(config),
         "--model.lr", str(lr),
         "--trainer.max_steps", str(options.steps),

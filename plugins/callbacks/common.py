@@ -1,20 +1,17 @@
-"""What every lengen callback shares: step arithmetic, one-line configuration errors, RNG state.
+"""What every lengen callback shares: step arithmetic, one-line configuration errors, state.
 
 Curricula are pure functions of the global optimizer step (`trainer.global_step`, which does not
 move between the micro-batches of one step under gradient accumulation), so resuming needs no
-hidden state. The global random state is saved with each callback's state, so an interrupted run
-resumed with `--ckpt_path` continues with the random numbers (dropout, sampling) of the
-uninterrupted run.
+hidden state. The global random state is not a callback's business: LengenModule saves it in every
+checkpoint whatever callbacks are configured (lengen/random_state.py).
 """
 
 from __future__ import annotations
 
-import random
-
 import lightning as L
-import numpy as np
-import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+from lengen.random_state import random_state, set_random_state  # noqa: F401 (older imports)
 
 
 class CurriculumConfigError(MisconfigurationException):
@@ -49,44 +46,12 @@ def require_max_steps(trainer: L.Trainer, who: str) -> int:
     return trainer.max_steps
 
 
-def random_state() -> dict:
-    """The global random state (python, numpy, torch CPU and CUDA) as checkpoint-safe values."""
-    numpy_state = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": {
-            "keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
-            "pos": int(numpy_state[2]),
-            "has_gauss": int(numpy_state[3]),
-            "cached_gaussian": float(numpy_state[4]),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_random_state(state: dict) -> None:
-    """Restore what `random_state` returned."""
-    random.setstate(state["python"])
-    numpy_state = state["numpy"]
-    np.random.set_state(
-        (
-            "MT19937",
-            numpy_state["keys"].numpy().astype(np.uint32),
-            numpy_state["pos"],
-            numpy_state["has_gauss"],
-            numpy_state["cached_gaussian"],
-        )
-    )
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 class ResumableCallback(L.Callback):
-    """Saves the global random state with the callback's own `extra_state()` in checkpoints."""
+    """Saves the callback's own `extra_state()` in checkpoints.
+
+    Checkpoints written before the random state moved into LengenModule hold it here too; it is
+    still restored from them.
+    """
 
     def extra_state(self) -> dict:
         """Callback-specific state to save; override together with `load_extra_state`."""
@@ -96,7 +61,7 @@ class ResumableCallback(L.Callback):
         """Restore what `extra_state` returned."""
 
     def state_dict(self) -> dict:
-        return {"random_state": random_state(), **self.extra_state()}
+        return self.extra_state()
 
     def load_state_dict(self, state_dict: dict) -> None:
         state = dict(state_dict)

@@ -38,7 +38,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from lengen.data.tasks import FixedBatches, batches_by_length, default_cache_dir
+from lengen.data.tasks import batches_by_length, default_cache_dir, sharded_loader
 
 WINDOWS = ("n_ctx+1", "n_ctx")
 EVAL_MODES = ("nonoverlapping", "sliding")
@@ -374,7 +374,7 @@ class TextDataModule(L.LightningDataModule):
     def _eval_dataloader(self, split: str) -> DataLoader:
         items = self.eval_items[split]
         batches = batches_by_length([len(scored) for _, scored in items], self.eval_batch_size)
-        return DataLoader(items, batch_sampler=FixedBatches(batches), collate_fn=collate_eval)
+        return sharded_loader(items, batches, collate_eval, self.trainer)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_dataloader("val")

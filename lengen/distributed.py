@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lightning as L
 import torch
 import torch.distributed as dist
-from torchmetrics import Metric
+
+if TYPE_CHECKING:  # for type hints only: this module stays cheap to import
+    import lightning as L
+    from torchmetrics import Metric
 
 
 def is_distributed() -> bool:

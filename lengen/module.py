@@ -188,7 +188,11 @@ class LengenModule(L.LightningModule):
                 if parameter.grad is not None:
                     parameter.grad.mul_((seen / total).to(parameter.grad.dtype))
         self._step_loss_sum = self._step_loss_sum + loss_sum.detach()
-        self.log("train/loss", loss_sum.detach() / tokens.clamp(min=1), prog_bar=True)
+        # sync_dist: the mean over ranks of their per-token means (what DDP's averaged gradient
+        # optimises); every rank runs every training step, so the all-reduce never waits alone.
+        self.log(
+            "train/loss", loss_sum.detach() / tokens.clamp(min=1), prog_bar=True, sync_dist=True
+        )
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return {
             "loss": loss_sum * self.trainer.accumulate_grad_batches / total,

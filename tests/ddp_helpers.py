@@ -31,16 +31,19 @@ class ExampleCount(LengthMetric):
 
 
 class RecordBatches(L.Callback):
-    """Write `<directory>/rank<r>.json`: the input ids of every training batch of rank r."""
+    """Write `<directory>/rank<r>.json`: the input ids of every training batch of rank r and its
+    per-token loss on this rank alone (no accumulation: one batch a step)."""
 
     def __init__(self, directory: str) -> None:
         self.directory = Path(directory)
         self.batches: list[list[list[int]]] = []
+        self.losses: list[float] = []
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self.batches.append(batch.input_ids.tolist())
+        self.losses.append(float(outputs["step_loss"]))
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"rank{trainer.global_rank}.json"
-        path.write_text(json.dumps(self.batches))
+        path.write_text(json.dumps({"batches": self.batches, "losses": self.losses}))

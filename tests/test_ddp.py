@@ -159,11 +159,21 @@ def assert_same_scalars(ddp: dict[str, float], single: dict[str, float], prefix:
         assert ddp[tag] == pytest.approx(single[tag], rel=1e-6, abs=1e-6), tag
 
 
-def assert_ranks_trained_on_different_batches(root: Path) -> list[list]:
-    rank0, rank1 = (json.loads((root / "batches" / f"rank{r}.json").read_text()) for r in (0, 1))
-    assert len(rank0) == len(rank1) > 0
-    assert all(a != b for a, b in zip(rank0, rank1))
-    return [rank0, rank1]
+def assert_ranks_trained_apart_and_logged_global_losses(root: Path) -> list[list]:
+    """Each rank's training batches differ from the other's, and the logged train/loss of step s
+    is the mean of the two ranks' own losses. Returns both ranks' batches."""
+    ranks = [json.loads((root / "batches" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(ranks[0]["batches"]) == len(ranks[1]["batches"]) > 0
+    assert all(a != b for a, b in zip(ranks[0]["batches"], ranks[1]["batches"]))
+    events = EventAccumulator(str(version(root, "fit")))
+    events.Reload()
+    logged = {event.step: event.value for event in events.Scalars("train/loss")}
+    assert sorted(logged) == list(range(len(ranks[0]["losses"])))
+    for step, value in logged.items():
+        own = [rank["losses"][step] for rank in ranks]
+        assert own[0] != own[1]  # else the check below could not tell local from global
+        assert value == pytest.approx((own[0] + own[1]) / 2, rel=1e-6), step
+    return [rank["batches"] for rank in ranks]
 
 
 def only_rank_zero_printed(stdout: str, marker: str) -> bool:
@@ -208,7 +218,7 @@ def test_task_fit_under_ddp_validates_and_trains_each_rank_on_its_own_stream(tas
     assert {tag: logged[tag] for tag in logged if "example_count" in tag} == {
         f"val/example_count/length_{length}": 3.0 for length in (2, 4, 6)
     }
-    assert_ranks_trained_on_different_batches(task_run.root)
+    assert_ranks_trained_apart_and_logged_global_losses(task_run.root)
 
 
 def test_task_test_under_ddp_equals_one_process(task_run):
@@ -264,7 +274,7 @@ def text_run(tmp_path_factory) -> SimpleNamespace:
 
 
 def test_text_fit_under_ddp_trains_the_ranks_on_disjoint_windows(text_run):
-    rank0, rank1 = assert_ranks_trained_on_different_batches(text_run.root)
+    rank0, rank1 = assert_ranks_trained_apart_and_logged_global_losses(text_run.root)
     windows = [{tuple(row) for batch in rank for row in batch} for rank in (rank0, rank1)]
     assert len(windows[0]) == len(windows[1]) == 3 * 4  # 3 steps of 4 distinct windows
     assert not windows[0] & windows[1]

@@ -5,7 +5,8 @@ curriculum's sampler); training batch b is a pure function of (seed, rank, b), a
 continues from the restored step. Evaluation holds
 `*_examples_per_length` examples per length in `eval_lengths`, generated once per
 (task, lengths, examples, seed, split), stored with `datasets.Dataset.save_to_disk` and reloaded, so
-every run of a comparison is scored on identical examples.
+every run of a comparison is scored on identical examples. Under DDP each rank evaluates its own
+share of the fixed evaluation batches (`ShardedBatches`).
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ m x n_ctx tokens for m in `eval_multiples` (Press et al. 2022, "Train Short, Tes
 as the evaluation length grows), either as non-overlapping windows or as a sliding window that
 advances by `eval_stride` tokens and scores only the tokens new to each window. Each batch carries
 `lengths` = its context length, the bucket of the per-length metrics (Perplexity, PositionLoss).
+Under DDP each rank evaluates its own share of the batches (`ShardedBatches`); the training
+windows are split between ranks by Lightning's distributed sampler around `EpochShuffle`.
 
 Training order and resumption: epoch e visits the windows in a permutation that is a pure function
 of (seed, e), in batches of `batch_size` (the incomplete last batch dropped); Lightning takes an

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch import nn
-from torchmetrics import MeanMetric
 
 from lengen.distributed import (
     compute_on_every_rank,
@@ -21,7 +20,7 @@ from lengen.distributed import (
     ignore_unsynced_epoch_log_warning,
     output_dir,
 )
-from lengen.metric import EvalBatch, LengthMetric, bucket_values
+from lengen.metric import BatchWeightedMean, EvalBatch, LengthMetric, bucket_values
 from lengen.model import Decoder
 from lengen.plugins import discover
 from lengen.positional import PositionalEncoding
@@ -110,11 +109,8 @@ class LengenModule(L.LightningModule):
                 for split in SPLITS
             }
         )
-        # {split}/loss: the mean over batches of each batch's loss, weighted by its rows, over all
-        # ranks (a metric, so a rank without batches still takes part in the synchronisation).
-        self.eval_loss = nn.ModuleDict(
-            {split: MeanMetric().set_dtype(torch.float64) for split in SPLITS}
-        )
+        # {split}/loss over all ranks, logged at the end of each evaluation (_finish_split).
+        self.eval_loss = nn.ModuleDict({split: BatchWeightedMean() for split in SPLITS})
         self.run_config: dict | None = None  # set by the CLI; written into results.json
         self.checkpoint_step = 0  # optimizer steps of the loaded checkpoint (test/validate)
         # The optimizer step being accumulated: its labelled tokens and token-loss sum so far.
@@ -309,9 +305,9 @@ class LengenModule(L.LightningModule):
         Values are over all ranks: every rank computes every metric (a collective), also one it
         never updated; a metric with no example on any rank is left out."""
         ignore_unsynced_epoch_log_warning()  # the values below are the same on every rank
-        loss = float(compute_on_every_rank(self.eval_loss[split]))
+        loss, rows = compute_on_every_rank(self.eval_loss[split]).tolist()
         self.eval_loss[split].reset()
-        if not math.isnan(loss):  # NaN: no batch on any rank
+        if rows > 0:
             self.log(f"{split}/loss", loss)
         results = {}
         for name, metric in self.metrics[split].items():

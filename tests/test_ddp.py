@@ -27,6 +27,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lengen.cli import main
 from lengen.data.tasks import ShardedBatches, TaskDataModule, batches_by_length
+from lengen.distributed import compute_on_every_rank
+from lengen.metric import BatchWeightedMean
 from lengen_plugins.tasks.copy import Copy
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*args parameter is intended")  # main(args)
@@ -312,6 +314,21 @@ def test_sharded_batches_deal_every_batch_to_exactly_one_rank():
         assert lengths == {math.ceil(len(batches) / world_size)}  # the same on every rank
         assert max(len(shard) for shard in shards) == lengths.pop()
     assert list(ShardedBatches(items, batches, list, 7, 8)) == []  # a rank without batches
+
+
+def test_evaluation_loss_is_the_row_weighted_mean_and_keeps_nan():
+    losses, rows = torch.rand(5, dtype=torch.float64) * 3, [4, 4, 4, 1, 2]
+    metric = BatchWeightedMean()
+    for loss, n in zip(losses, rows):
+        metric.update(loss.float(), n)
+    mean, count = metric.compute().tolist()
+    reference = sum(float(loss.float()) * n for loss, n in zip(losses, rows)) / sum(rows)
+    assert count == 15 and mean == pytest.approx(reference, rel=1e-12)
+    metric.update(torch.tensor(float("nan")), 3)  # a diverged model: NaN, not dropped
+    assert math.isnan(metric.compute()[0])
+    assert (
+        compute_on_every_rank(BatchWeightedMean())[1] == 0
+    )  # no batch: zero rows, nothing is logged
 
 
 def test_training_stream_is_drawn_per_rank():

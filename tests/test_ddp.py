@@ -178,9 +178,10 @@ def assert_ranks_trained_apart_and_logged_global_losses(root: Path) -> list[list
     return [rank["batches"] for rank in ranks]
 
 
-def only_rank_zero_printed(stdout: str, marker: str) -> bool:
-    """Both ranks write to the same stdout; a rank-0-only line appears once."""
-    return stdout.count(marker) == 1
+def only_rank_zero_printed(result: subprocess.CompletedProcess, marker: str) -> bool:
+    """Both ranks print to the same streams (rank 1 says so); a rank-0-only line appears once."""
+    assert "GLOBAL_RANK: 1" in result.stdout + result.stderr  # rank 1's output does arrive here
+    return result.stdout.count(marker) == 1
 
 
 # ----------------------------------------------------------------------------- task path
@@ -197,12 +198,14 @@ def task_run(tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(root=root, fit=fit, checkpoint=str(checkpoint))
 
 
-def run(fitted, subcommand: str, name: str, *extra: str) -> tuple[Path, str]:
+def run(
+    fitted, subcommand: str, name: str, *extra: str
+) -> tuple[Path, subprocess.CompletedProcess]:
     """`lengen <subcommand>` under DDP on the fitted checkpoint into `<root>/<name>`: (log dir,
-    stdout)."""
+    the finished process)."""
     args = ["--config", "config.yaml", "--trainer.default_root_dir", name, *DDP, *extra]
     result = lengen(subcommand, *args, "--ckpt_path", fitted.checkpoint, cwd=fitted.root)
-    return version(fitted.root, name), result.stdout
+    return version(fitted.root, name), result
 
 
 def run_one_process(fitted, subcommand: str, name: str, *extra: str) -> Path:
@@ -290,9 +293,12 @@ def test_text_test_and_validate_under_ddp_equal_one_process(text_run):
     assert_same_metrics(ddp, single, exact=("example_count",))
     assert_same_scalars(scalars(ddp_dir), scalars(one_dir), "test/")
     assert only_rank_zero_printed(ddp_out, "results: ")
-    ddp_dir, _ = run(text_run, "validate", "validate_ddp", "--trainer.limit_val_batches", "1.0")
-    assert scalars(ddp_dir)["val/example_count/length_16"] == 7.0  # val half: 120 tokens too
-    assert math.isfinite(scalars(ddp_dir)["val/loss"])
+    every_batch = ["--trainer.limit_val_batches", "1.0"]
+    ddp_dir, _ = run(text_run, "validate", "validate_ddp", *every_batch)
+    one_dir = run_one_process(text_run, "validate", "validate_one", *every_batch)
+    ddp = scalars(ddp_dir)
+    assert ddp["val/example_count/length_16"] == 7.0  # the val half holds 120 tokens too
+    assert_same_scalars(ddp, scalars(one_dir), "val/")
 
 
 # ----------------------------------------------------------------------------- the pieces

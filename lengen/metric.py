@@ -85,3 +85,26 @@ class LengthMetric(Metric):
 def bucket_values(values: torch.Tensor) -> dict[int, float]:
     """The non-empty buckets of a `compute()` result as {length: value}."""
     return {int(i): float(values[i]) for i in torch.nonzero(~values.isnan()).flatten()}
+
+
+class BatchWeightedMean(Metric):
+    """Mean of per-batch values weighted by their rows, over all ranks (the evaluation loss).
+
+    The value Lightning's epoch-level `self.log(..., batch_size=B)` reports on one process, but as
+    a metric: `compute()` synchronises over ranks also on a rank that saw no batch. NaN values
+    propagate (a diverged model's loss is NaN, not dropped). `compute()` -> (2,): mean and rows.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.zeros((), dtype=torch.float64), "sum")
+        self.add_state("rows", torch.zeros((), dtype=torch.float64), "sum")
+
+    def update(self, value: torch.Tensor, rows: int) -> None:
+        self.total += value.detach().to(self.total.dtype) * rows
+        self.rows += rows
+
+    def compute(self) -> torch.Tensor:
+        return torch.stack([self.total / self.rows, self.rows])  # mean NaN when rows == 0

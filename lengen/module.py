@@ -14,7 +14,13 @@ import torch.nn.functional as F
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch import nn
 
-from lengen.metric import EvalBatch, LengthMetric, bucket_values
+from lengen.distributed import (
+    compute_on_every_rank,
+    gather_batches,
+    ignore_unsynced_epoch_log_warning,
+    output_dir,
+)
+from lengen.metric import BatchWeightedMean, EvalBatch, LengthMetric, bucket_values
 from lengen.model import Decoder
 from lengen.plugins import discover
 from lengen.positional import PositionalEncoding
@@ -104,6 +110,8 @@ class LengenModule(L.LightningModule):
                 for split in SPLITS
             }
         )
+        # {split}/loss over all ranks, logged at the end of each evaluation (_finish_split).
+        self.eval_loss = nn.ModuleDict({split: BatchWeightedMean() for split in SPLITS})
         self.run_config: dict | None = None  # set by the CLI; written into results.json
         self.checkpoint_step = 0  # optimizer steps of the loaded checkpoint (test/validate)
         # The optimizer step being accumulated: its labelled tokens and token-loss sum so far.
@@ -178,7 +186,11 @@ class LengenModule(L.LightningModule):
                 if parameter.grad is not None:
                     parameter.grad.mul_((seen / total).to(parameter.grad.dtype))
         self._step_loss_sum = self._step_loss_sum + loss_sum.detach()
-        self.log("train/loss", loss_sum.detach() / tokens.clamp(min=1), prog_bar=True)
+        # sync_dist: the mean over ranks of their per-token means (what DDP's averaged gradient
+        # optimises); every rank runs every training step, so the all-reduce never waits alone.
+        self.log(
+            "train/loss", loss_sum.detach() / tokens.clamp(min=1), prog_bar=True, sync_dist=True
+        )
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return {
             "loss": loss_sum * self.trainer.accumulate_grad_batches / total,
@@ -238,7 +250,7 @@ class LengenModule(L.LightningModule):
 
     def _evaluate(self, batch, split: str) -> None:
         logits = self(batch.input_ids)
-        self.log(f"{split}/loss", self.loss(logits, batch.labels), batch_size=len(batch.labels))
+        self.eval_loss[split].update(self.loss(logits, batch.labels), len(batch.labels))
         metrics = [metric for metric in self.metrics[split].values() if metric.accepts(batch)]
         if not metrics:
             return  # e.g. language-model training-style batches without length buckets
@@ -253,50 +265,58 @@ class LengenModule(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
-    def predict_step(self, batch: EvalBatch, batch_idx: int) -> dict[str, torch.Tensor]:
-        """Greedy generations of a task batch beside its targets and lengths."""
-        generated = self.greedy_generate(batch)
-        prompts = [row[1 : n - 1] for row, n in zip(batch.input_ids.tolist(), batch.prompt_lengths)]
-        return {
-            "lengths": batch.lengths,
-            "inputs": prompts,  # the input tokens, without BOS and SEP
-            "generated": generated,
-            "targets": batch.targets,
-        }
+    def predict_step(self, batch: EvalBatch, batch_idx: int) -> list[dict]:
+        """One record per example of a task batch: its length, input, target and generation."""
+        generated = self.greedy_generate(batch).tolist()
+        task = self.trainer.datamodule.task
+        records = []
+        for row, prompt_length, length, target, generation in zip(
+            batch.input_ids.tolist(),
+            batch.prompt_lengths.tolist(),
+            batch.lengths.tolist(),
+            batch.targets.tolist(),
+            generated,
+        ):
+            records.append(
+                {
+                    "length": length,
+                    "input": " ".join(task.decode(row[1 : prompt_length - 1])),  # no BOS, SEP
+                    "target": " ".join(task.decode([t for t in target if t != PAD])),
+                    "generated": " ".join(task.decode([t for t in generation if t != PAD])),
+                    "exact_match": generation == target,
+                }
+            )
+        return records
 
     def on_predict_epoch_end(self) -> None:
-        """Write predictions.jsonl: one line per example with its target and generation."""
+        """Write predictions.jsonl (rank 0): one line per example, every rank's, in set order."""
+        batches = gather_batches(self.trainer.predict_loop.predictions)  # on every rank
+        out_dir = output_dir(self.trainer)  # on every rank: a collective
         if not self.trainer.is_global_zero:
             return
-        task = self.trainer.datamodule.task
-        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         with open(out_dir / "predictions.jsonl", "w") as file:
-            for batch in self.trainer.predict_loop.predictions:
-                for length, inputs, generated, target in zip(
-                    batch["lengths"].tolist(),
-                    batch["inputs"],
-                    batch["generated"].tolist(),
-                    batch["targets"].tolist(),
-                ):
-                    record = {
-                        "length": length,
-                        "input": " ".join(task.decode(inputs)),
-                        "target": " ".join(task.decode([t for t in target if t != PAD])),
-                        "generated": " ".join(task.decode([t for t in generated if t != PAD])),
-                        "exact_match": generated == target,
-                    }
+            for records in batches:
+                for record in records:
                     file.write(json.dumps(record) + "\n")
         print(f"predictions: {out_dir / 'predictions.jsonl'}")
 
     def _finish_split(self, split: str) -> dict[str, dict[int, float]]:
-        """Log per-length scalars and the figure; return {metric: {length: value}}."""
+        """Log the loss, per-length scalars and the figure; return {metric: {length: value}}.
+
+        Values are over all ranks: every rank computes every metric (a collective), also one it
+        never updated; a metric with no example on any rank is left out."""
+        ignore_unsynced_epoch_log_warning()  # the values below are the same on every rank
+        loss, rows = compute_on_every_rank(self.eval_loss[split]).tolist()
+        self.eval_loss[split].reset()
+        if rows > 0:
+            self.log(f"{split}/loss", loss)
         results = {}
         for name, metric in self.metrics[split].items():
-            if metric.update_count == 0:
-                continue
-            per_length = bucket_values(metric.compute())
+            per_length = bucket_values(compute_on_every_rank(metric))
             metric.reset()
+            if not per_length:
+                continue  # e.g. ExactMatch on language-model batches
             results[name] = per_length
             for length, value in per_length.items():
                 self.log(f"{split}/{name}/length_{length}", value)
@@ -318,9 +338,9 @@ class LengenModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         results = self._finish_split("test")
+        out_dir = output_dir(self.trainer)  # on every rank: a collective
         if not results or not self.trainer.is_global_zero:
             return
-        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         print("\n" + format_table(results, self._train_max_length()))  # below the progress bar
         figure = figure_metrics_vs_length(results, self._train_max_length(), title="test")

@@ -5,7 +5,8 @@ curriculum's sampler); training batch b is a pure function of (seed, rank, b), a
 continues from the restored step. Evaluation holds
 `*_examples_per_length` examples per length in `eval_lengths`, generated once per
 (task, lengths, examples, seed, split), stored with `datasets.Dataset.save_to_disk` and reloaded, so
-every run of a comparison is scored on identical examples.
+every run of a comparison is scored on identical examples. Under DDP each rank evaluates its own
+share of the fixed evaluation batches (`ShardedBatches`).
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ import json
 import os
 import random
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import datasets
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from lengen.distributed import rank_and_world_size
 from lengen.metric import EvalBatch
 from lengen.task import PAD, Example, Task
 
@@ -70,7 +73,9 @@ class TrainingStream(IterableDataset):
     interrupted run continues with the batches the uninterrupted one would have drawn. With several
     workers, worker w makes the batches b = w (mod workers); the DataLoader returns them in order.
     `length_sampler` draws the lengths of a batch from its optimizer step b // `accumulation`;
-    None draws each example's length uniformly from [min_length, max_length].
+    None draws each example's length uniformly from [min_length, max_length]. `rank`: the
+    process's global rank (each rank draws its own stream); None reads it from torch.distributed
+    when iterated, which a DataLoader worker started by spawn or forkserver cannot see.
     """
 
     def __init__(
@@ -83,10 +88,12 @@ class TrainingStream(IterableDataset):
         start_batch: int = 0,
         accumulation: int = 1,
         length_sampler: LengthSampler | None = None,
+        rank: int | None = None,
     ) -> None:
         self.task, self.min_length, self.max_length, self.seed = task, min_length, max_length, seed
         self.batch_size, self.start_batch, self.accumulation = batch_size, start_batch, accumulation
         self.length_sampler = length_sampler
+        self.rank = rank
 
     def batch(self, batch_index: int, rank: int = 0) -> EvalBatch:
         """The batch number `batch_index` of `rank`'s stream."""
@@ -102,7 +109,9 @@ class TrainingStream(IterableDataset):
     def __iter__(self):
         worker = get_worker_info()
         worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
-        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        rank = self.rank
+        if rank is None:
+            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         first = self.start_batch + (worker_id - self.start_batch) % num_workers
         for batch_index in itertools.count(first, num_workers):
             yield self.batch(batch_index, rank)
@@ -155,17 +164,54 @@ def load_or_build_eval_set(
     return datasets.load_from_disk(str(path))
 
 
-class FixedBatches(Sampler):
-    """A batch sampler over precomputed index batches (a class, so Lightning can re-create it)."""
+class ShardedBatches(IterableDataset):
+    """Fixed evaluation batches dealt round-robin to the ranks, collated as they are drawn.
 
-    def __init__(self, batches: list[list[int]]) -> None:
-        self.batches = batches
+    Rank r of W takes batches r, r + W, r + 2W, ... of `batches` (lists of indices into `items`),
+    so every example is evaluated exactly once over all ranks: no padding or repeated examples, as
+    Lightning's DistributedSampler would add. An IterableDataset (used with `batch_size=None`):
+    Lightning injects no sampler into it, with or without `use_distributed_sampler`.
+
+    `len` is ceil(len(batches) / W) on every rank, the count of rank 0; another rank may yield
+    one batch fewer, or none. The same length everywhere keeps Lightning from skipping the
+    evaluation loop, and so the epoch-end hooks whose metric synchronisation is a collective, on a
+    rank without batches. Evaluation data loaders run in the main process (no workers).
+    """
+
+    def __init__(
+        self,
+        items: list,
+        batches: list[list[int]],
+        collate_fn: Callable,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank {rank} of {world_size}")
+        self.items, self.batches, self.collate_fn = items, batches, collate_fn
+        self.rank, self.world_size = rank, world_size
 
     def __iter__(self):
-        return iter(self.batches)
+        for indices in self.batches[self.rank :: self.world_size]:
+            yield self.collate_fn([self.items[index] for index in indices])
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return -(-len(self.batches) // self.world_size)  # ceil
+
+
+def sharded_loader(
+    items: list, batches: list[list[int]], collate_fn: Callable, trainer: L.Trainer | None
+) -> DataLoader:
+    """A DataLoader over `trainer`'s rank's share of the fixed evaluation `batches`."""
+    rank, world_size = rank_and_world_size(trainer)
+    ignore_iterable_len_warning()
+    return DataLoader(ShardedBatches(items, batches, collate_fn, rank, world_size), batch_size=None)
+
+
+def ignore_iterable_len_warning() -> None:
+    """Lightning warns that an IterableDataset's `len` may be wrong with several workers; the
+    evaluation loaders use none (ShardedBatches documents what its `len` means)."""
+    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
 
 def batches_by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -267,6 +313,7 @@ class TaskDataModule(L.LightningDataModule):
             start_batch=trainer.global_step * accumulation if trainer else 0,
             accumulation=accumulation,
             length_sampler=self.train_length_sampler,
+            rank=rank_and_world_size(trainer)[0],
         )
         # batch_size=None: the stream yields whole batches. Its own generator, so creating the
         # iterator draws nothing from the global RNG (a resumed run keeps the same random state).
@@ -280,9 +327,7 @@ class TaskDataModule(L.LightningDataModule):
     def _eval_dataloader(self, split: str) -> DataLoader:
         examples = self.eval_sets[split]
         batches = batches_by_length([example.length for example in examples], self.eval_batch_size)
-        return DataLoader(
-            examples, batch_sampler=FixedBatches(batches), collate_fn=collate_examples
-        )
+        return sharded_loader(examples, batches, collate_examples, self.trainer)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_dataloader("val")

@@ -16,6 +16,8 @@ m x n_ctx tokens for m in `eval_multiples` (Press et al. 2022, "Train Short, Tes
 as the evaluation length grows), either as non-overlapping windows or as a sliding window that
 advances by `eval_stride` tokens and scores only the tokens new to each window. Each batch carries
 `lengths` = its context length, the bucket of the per-length metrics (Perplexity, PositionLoss).
+Under DDP each rank evaluates its own share of the batches (`ShardedBatches`); the training
+windows are split between ranks by Lightning's distributed sampler around `EpochShuffle`.
 
 Training order and resumption: epoch e visits the windows in a permutation that is a pure function
 of (seed, e), in batches of `batch_size` (the incomplete last batch dropped); Lightning takes an
@@ -38,7 +40,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from lengen.data.tasks import FixedBatches, batches_by_length, default_cache_dir
+from lengen.data.tasks import batches_by_length, default_cache_dir, sharded_loader
 
 WINDOWS = ("n_ctx+1", "n_ctx")
 EVAL_MODES = ("nonoverlapping", "sliding")
@@ -374,7 +376,7 @@ class TextDataModule(L.LightningDataModule):
     def _eval_dataloader(self, split: str) -> DataLoader:
         items = self.eval_items[split]
         batches = batches_by_length([len(scored) for _, scored in items], self.eval_batch_size)
-        return DataLoader(items, batch_sampler=FixedBatches(batches), collate_fn=collate_eval)
+        return sharded_loader(items, batches, collate_eval, self.trainer)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_dataloader("val")

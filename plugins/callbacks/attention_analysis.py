@@ -18,6 +18,7 @@ from lengen.attention_analysis import (
     record_attention,
 )
 from lengen.data.tasks import collate_examples
+from lengen.distributed import output_dir
 
 
 class AttentionAnalysis(Callback):
@@ -72,6 +73,7 @@ class AttentionAnalysis(Callback):
         return reference.decoder.to(pl_module.device)
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        out_dir = output_dir(trainer) / "attention"  # on every rank: log_dir is a collective
         if not trainer.is_global_zero:
             return
         examples = getattr(trainer.datamodule, "eval_sets", {}).get("test")
@@ -88,7 +90,6 @@ class AttentionAnalysis(Callback):
         if missing:
             raise ValueError(f"AttentionAnalysis lengths {missing} are not in the test set")
         reference = self._reference(pl_module)
-        out_dir = Path(trainer.log_dir or trainer.default_root_dir) / "attention"
         out_dir.mkdir(parents=True, exist_ok=True)
         summary = {"reference_checkpoint": self.reference_checkpoint, "lengths": {}}
         for length in lengths:

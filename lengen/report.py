@@ -74,6 +74,17 @@ def short_name(spec) -> str:
     return str(spec).rsplit(".", 1)[-1]
 
 
+def curriculum_label(class_paths: list[str]) -> str:
+    """'+'-joined short names of the callbacks that change training (not Lightning's, not
+    monitoring ones); '-' when none."""
+    names = [
+        short_name(path)
+        for path in class_paths
+        if not str(path).startswith(NON_CURRICULUM) and short_name(path) not in NON_CURRICULUM
+    ]
+    return "+".join(names) or "-"
+
+
 def find_results(paths: list[str]) -> list[Path]:
     """Every results.json below each path (or the path itself when it is a file), sorted."""
     found = []
@@ -130,11 +141,6 @@ def load_run(path: Path) -> Run:
         class_paths = [
             cb.get("class_path", "?") if isinstance(cb, dict) else cb for cb in callbacks
         ]
-        curriculum = [
-            short_name(path)
-            for path in class_paths
-            if not str(path).startswith(NON_CURRICULUM) and short_name(path) not in NON_CURRICULUM
-        ]
         settings = run_settings(config)
         seed = config.get("seed_everything", data_args.get("seed", "?"))
         metrics = {
@@ -156,7 +162,7 @@ def load_run(path: Path) -> Run:
         pos_encoding=payload.get("pos_encoding") or short_name(encoding),
         pos_encoding_args=(encoding.get("init_args") or {}) if isinstance(encoding, dict) else {},
         settings=settings,
-        curriculum="+".join(curriculum) or "-",
+        curriculum=curriculum_label(class_paths),
         seed=seed if seed is not None else "?",
         train_max_length=payload.get("train_max_length"),
         metrics=metrics,

@@ -57,10 +57,11 @@ def scalars(
 
 
 def metric_tags(metrics: list[str]) -> list[str]:
-    """The HParams metrics: the summary scores of `metrics` on validation and test."""
+    """The HParams metrics: the summary scores of `metrics` on test, then validation (TensorBoard
+    shows the columns in this order)."""
     return [
         summary_tag(split, name, score)
-        for split in ("val", "test")
+        for split in ("test", "val")
         for name in metrics
         for score in SCORES
     ]

@@ -207,3 +207,32 @@ def test_validate_writes_table_figure_and_results_like_test(rope_run, tmp_path):
         for length, value in per_length.items():
             logged = events.Scalars(f"val/{name}/length_{int(length):04d}")[-1]
             assert logged.step == 6 and logged.value == pytest.approx(value)
+
+
+def test_training_config_falls_back_to_the_checkpoint_hyperparameters(tmp_path):
+    from lengen.provenance import model_differences, training_config
+
+    rope = encoding("RoPE")()
+    checkpoint = tmp_path / "loose.ckpt"  # not inside a <version>/checkpoints folder
+    torch.save(
+        {"hyper_parameters": {"pos_encoding": rope, "n_layer": 3, "_instantiator": "x"}},
+        checkpoint,
+    )
+    config, source = training_config(checkpoint)
+    assert source == "checkpoint hyper_parameters"
+    assert config == {
+        "model": {
+            "pos_encoding": {"class_path": f"{type(rope).__module__}.RoPE", "init_args": {}},
+            "n_layer": 3,
+        }
+    }
+    tested = {"pos_encoding": {"class_path": "x.RoPELinear"}, "n_layer": 3, "metrics": ["A"]}
+    assert model_differences(config["model"], tested) == {
+        "pos_encoding.class_path": {
+            "trained": f"{type(rope).__module__}.RoPE",
+            "tested": "x.RoPELinear",
+        },
+        "pos_encoding.init_args": {"trained": {}, "tested": None},
+    }  # metrics are what is measured, not the model: left out
+    torch.save({"state_dict": {}}, checkpoint)
+    assert training_config(checkpoint) == (None, None)

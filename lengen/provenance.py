@@ -23,6 +23,25 @@ import yaml
 EVALUATION_KEYS = ("metrics", "init_from", "vocab_size")
 
 
+# Callbacks that do not change training: left out of the curriculum label.
+NON_CURRICULUM = ("lightning.", "AttentionAnalysis", "GradientVarianceMonitor")
+
+
+def _short_name(class_path: str) -> str:
+    return str(class_path).rsplit(".", 1)[-1]
+
+
+def curriculum_label(class_paths: list[str]) -> str:
+    """'+'-joined short names of the callbacks that change training (not Lightning's, not
+    monitoring ones); '-' when none."""
+    names = [
+        _short_name(path)
+        for path in class_paths
+        if not str(path).startswith(NON_CURRICULUM) and _short_name(path) not in NON_CURRICULUM
+    ]
+    return "+".join(names) or "-"
+
+
 def code_revision() -> str | None:
     """`git describe --always --dirty --tags` of the checkout lengen is imported from; None when
     lengen is installed from a wheel (no checkout) or git is missing."""

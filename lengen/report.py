@@ -27,13 +27,12 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from lengen.argparser import OneLineArgumentParser
+from lengen.provenance import curriculum_label
 from lengen.summary import effective_length, extrapolation_score
 
 OUTPUT_FILES = ("report.md", "report.csv", "report.png")
 POSITION_METRICS = {"position_loss"}  # buckets are positions, not lengths
 SUMMARY_COLUMNS = ("extrapolation_score", "effective_length")
-# Callbacks that do not change training: left out of the curriculum label.
-NON_CURRICULUM = ("lightning.", "AttentionAnalysis", "GradientVarianceMonitor")
 
 
 class ReportError(ValueError):
@@ -79,17 +78,6 @@ def short_name(spec) -> str:
     if isinstance(spec, dict):
         spec = spec.get("class_path", "?")
     return str(spec).rsplit(".", 1)[-1]
-
-
-def curriculum_label(class_paths: list[str]) -> str:
-    """'+'-joined short names of the callbacks that change training (not Lightning's, not
-    monitoring ones); '-' when none."""
-    names = [
-        short_name(path)
-        for path in class_paths
-        if not str(path).startswith(NON_CURRICULUM) and short_name(path) not in NON_CURRICULUM
-    ]
-    return "+".join(names) or "-"
 
 
 def find_results(paths: list[str]) -> list[Path]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lengen.provenance import curriculum_label
 from lengen.summary import effective_length, extrapolation_score, in_range_score
 
 SCORES = ("in_range", "extrapolation_score", "effective_length")
@@ -82,8 +83,6 @@ def _arguments(spec) -> str:
 def run_hparams(module, run_config: dict | None) -> dict[str, str | int | float | bool]:
     """The HParams of a run, from the live module, trainer and data module (and the CLI's run
     config for the encoding's arguments and the seed). The same keys for every run."""
-    from lengen.report import curriculum_label
-
     config = run_config or {}
     model_config = config.get("model") or {}
     datamodule = getattr(module.trainer, "datamodule", None)

@@ -8,6 +8,7 @@ input exits non-zero with one line on stderr, no traceback.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -31,7 +32,8 @@ from lengen.divergence import MODES, Diverged, DivergenceGuard
 from lengen.logger import ClaimingTensorBoardLogger
 from lengen.module import LengenModule
 from lengen.plugins import GROUPS, PluginConflict, available_names, discover, discover_all
-from lengen.positional import PositionOutOfRange
+from lengen.positional import PositionalEncoding, PositionOutOfRange
+from lengen.provenance import EVALUATION_KEYS, flatten, training_config
 
 # The last component of a config key that takes a plugin -> its entry-point group.
 PLUGIN_KEYS = {
@@ -105,11 +107,58 @@ class LengenCLI(LightningCLI):
         only for an explicit path, not for `--ckpt_path last`, which lengen resolves later).
         """
 
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """Keep the command line as given: `_use_training_config` re-applies its `--model.*`."""
+        if args is None:
+            self._command_line = sys.argv[1:]
+        else:
+            self._command_line = list(args) if isinstance(args, (list, tuple)) else None
+        super().parse_arguments(parser, args)
+
+    def _use_training_config(self) -> None:
+        """Test what was trained: validate/test/predict with a checkpoint take the model section
+        of the checkpoint's training config (lengen/provenance.py `training_config`), then this
+        command line's `--model...` arguments again. The test command's config files no longer
+        choose the model (what they said differently is printed); an encoding class change on the
+        command line must be a context extension (`check_encoding_change`)."""
+        config = self.config[self.subcommand]
+        if self.subcommand not in ("validate", "test", "predict") or not config.ckpt_path:
+            return
+        if self._command_line is None:  # args given as a dict: nothing to re-apply
+            return
+        trained, source = training_config(config.ckpt_path)
+        if not trained or not trained.get("model"):
+            print(
+                f"lengen: warning: {config.ckpt_path} has no training config (no config.yaml "
+                "beside its version folder, no hyper_parameters); the model is this command's"
+            )
+            return
+        trained_model = {k: v for k, v in trained["model"].items() if k not in EVALUATION_KEYS}
+        parser = self._subcommand_parsers[self.subcommand]
+        before = yaml.safe_load(parser.dump(config, skip_validation=True))["model"]
+        rest, model_args = split_model_args(self._command_line)
+        argv = [*rest, "--model=" + json.dumps(trained_model), *model_args]
+        config.model = self.parser.parse_args(argv)[self.subcommand].model
+        after = yaml.safe_load(parser.dump(config, skip_validation=True))["model"]
+        check_encoding_change(trained_model.get("pos_encoding"), after.get("pos_encoding"))
+        print(f"lengen: model from the training config {source}")
+        unused = [
+            f"{key.removesuffix('.class_path')}={str(value).rsplit('.', 1)[-1]}"
+            if key.endswith("class_path")
+            else f"{key}={value}"
+            for key, value in flatten(before).items()
+            if key.split(".")[0] not in EVALUATION_KEYS and flatten(after).get(key) != value
+        ]
+        if unused:
+            print(f"lengen: not used from this command's config files: {', '.join(unused)}")
+
     def before_instantiate_classes(self) -> None:
         parser = self._subcommand_parsers[self.subcommand] if self.subcommand else self.parser
         config = self.config[self.subcommand] if self.subcommand else self.config
         if self.subcommand in ("fit", "validate", "test", "predict"):
             resolve_last_checkpoint(config, self.subcommand)
+        if self.subcommand:
+            self._use_training_config()
         self._run_config = yaml.safe_load(parser.dump(config, skip_validation=True))
 
     def instantiate_classes(self) -> None:
@@ -118,6 +167,63 @@ class LengenCLI(LightningCLI):
         except ValueError as error:  # constructors validate their arguments with one-line errors
             raise UsageError(one_line_error(str(error))) from error
         self.model.run_config = self._run_config
+        self.model.command_line = self._command_line
+
+
+def split_model_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(other arguments, `--model...` arguments with their values), each in the given order."""
+    rest, model = [], []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        is_model = arg == "--model" or arg.startswith(("--model.", "--model="))
+        takes_value = not arg.startswith("--") or "=" not in arg
+        width = 2 if arg.startswith("--") and takes_value and index + 1 < len(argv) else 1
+        (model if is_model else rest).extend(argv[index : index + width])
+        index += width
+    return rest, model
+
+
+def _encoding_class(spec) -> type | None:
+    """The class of an encoding config ({"class_path": ...} or a class path); None if unknown."""
+    if isinstance(spec, dict):
+        spec = spec.get("class_path")
+    if not isinstance(spec, str):
+        return None
+    module_name, _, name = spec.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+def is_context_extension(trained: type, tested: type) -> bool:
+    """True when testing a checkpoint trained with `trained` using `tested` is a documented
+    context extension: both belong to one encoding family (a common base class other than
+    PositionalEncoding, e.g. RoPE for RoPE -> RoPELinear / RoPENTK / YaRN / XPos) and at least one
+    of them has schedulable values (a scale, a blend) in which they may differ. The tensors are
+    checked when the checkpoint loads (`LengenModule.fit_encoding_state`)."""
+    common = [
+        cls
+        for cls in trained.__mro__
+        if issubclass(tested, cls) and issubclass(cls, PositionalEncoding)
+    ]
+    family = common and common[0] is not PositionalEncoding
+    return bool(family) and bool(trained.schedulable or tested.schedulable)
+
+
+def check_encoding_change(trained_spec, tested_spec) -> None:
+    """UsageError unless the tested encoding is the trained one or a context extension of it."""
+    trained, tested = _encoding_class(trained_spec), _encoding_class(tested_spec)
+    if trained is None or tested is None or trained is tested:
+        return
+    if not is_context_extension(trained, tested):
+        raise UsageError(
+            f"the checkpoint was trained with {trained.__name__}; testing it with "
+            f"{tested.__name__} is not a context extension (allowed: another encoding of the "
+            "same family with schedulable values, e.g. RoPE -> RoPELinear, RoPENTK, YaRN, XPos); "
+            "leave out --model.pos_encoding to test what was trained"
+        )
 
 
 def add_fit_arguments(parser: LightningArgumentParser) -> None:

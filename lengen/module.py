@@ -12,8 +12,11 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
+from lengen import tb_logging
 from lengen.distributed import (
     compute_on_every_rank,
     gather_batches,
@@ -24,8 +27,9 @@ from lengen.metric import BatchWeightedMean, EvalBatch, LengthMetric, bucket_val
 from lengen.model import Decoder
 from lengen.plugins import discover
 from lengen.positional import PositionalEncoding
+from lengen.provenance import gather
 from lengen.random_state import TrainingRandomState
-from lengen.results import figure_metrics_vs_length, format_table, write_results
+from lengen.results import figure_metrics_vs_length, write_outputs
 from lengen.summary import summarise
 from lengen.task import PAD
 
@@ -86,7 +90,9 @@ class LengenModule(L.LightningModule):
         if init_from is not None and not Path(init_from).is_file():
             raise ValueError(f"init_from={init_from!r} is not a checkpoint file")
         self.init_from = init_from  # not a hyperparameter: load_from_checkpoint must not need it
-        self.save_hyperparameters(ignore=["init_from"])
+        # logger=False: Lightning would log every argument (and LightningCLI's `_instantiator`)
+        # with a placeholder `hp_metric`; lengen logs its own HParams (`_log_run_hparams`).
+        self.save_hyperparameters(ignore=["init_from"], logger=False)
         self.decoder = Decoder(
             vocab_size=vocab_size,
             pos_encoding=pos_encoding,
@@ -114,6 +120,7 @@ class LengenModule(L.LightningModule):
         self.eval_loss = nn.ModuleDict({split: BatchWeightedMean() for split in SPLITS})
         self.run_config: dict | None = None  # set by the CLI; written into results.json
         self.checkpoint_step = 0  # optimizer steps of the loaded checkpoint (test/validate)
+        self.command_line: list[str] | None = None  # set by the CLI; provenance in results.json
         # The optimizer step being accumulated: its labelled tokens and token-loss sum so far.
         self._accumulating_step = -1
         self._step_tokens = self._step_loss_sum = torch.zeros(())
@@ -309,8 +316,9 @@ class LengenModule(L.LightningModule):
         ignore_unsynced_epoch_log_warning()  # the values below are the same on every rank
         loss, rows = compute_on_every_rank(self.eval_loss[split]).tolist()
         self.eval_loss[split].reset()
-        if rows > 0:
-            self.log(f"{split}/loss", loss)
+        loss = loss if rows > 0 else None
+        if loss is not None:  # loggers: `_log_split`, at its step
+            self.log(f"{split}/loss", loss, logger=False)
         results = {}
         for name, metric in self.metrics[split].items():
             per_length = bucket_values(compute_on_every_rank(metric))
@@ -318,47 +326,116 @@ class LengenModule(L.LightningModule):
             if not per_length:
                 continue  # e.g. ExactMatch on language-model batches
             results[name] = per_length
-            for length, value in per_length.items():
-                self.log(f"{split}/{name}/length_{length}", value)
-        if results and self.trainer.is_global_zero:
-            figure = figure_metrics_vs_length(results, self._train_max_length(), title=split)
-            for logger in self.loggers:
-                if hasattr(logger.experiment, "add_figure"):
-                    logger.experiment.add_figure(
-                        f"{split}/metrics_vs_length", figure, self.global_step
-                    )
+            for length, value in per_length.items():  # loggers: `_log_split`, at its step
+                self.log(tb_logging.length_tag(split, name, length), value, logger=False)
+        self._log_split(split, results, loss)
         return results
+
+    def _step(self) -> int:
+        """The optimizer steps behind the current weights: the training step while fitting, the
+        checkpoint's step when validating or testing a checkpoint."""
+        return max(self.global_step, self.checkpoint_step)
+
+    def _figure_title(self, split: str) -> str:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        task = getattr(datamodule, "task", None)
+        task_name = type(task).__name__ if task is not None else type(datamodule).__name__
+        encoding = type(self.decoder.pos_encoding).__name__
+        return f"{split}: {encoding}, {task_name}, step {self._step()}"
+
+    def _log_split(
+        self, split: str, results: dict[str, dict[int, float]], loss: float | None
+    ) -> None:
+        """Per-length and summary scalars and the figure, all at `_step()` (lengen/tb_logging.py).
+        Test results go into the training run's TensorBoard folder when the checkpoint has one."""
+        if not results or not self.trainer.is_global_zero:
+            return
+        train_max_length = self._train_max_length()
+        summarised = [name for name in results if self.metrics[split][name].higher_is_better]
+        values = tb_logging.scalars(split, results, summarised, train_max_length)
+        if loss is not None:  # the example-weighted mean loss over all ranks
+            values[f"{split}/loss"] = loss
+        figure = figure_metrics_vs_length(
+            results, train_max_length, title=self._figure_title(split)
+        )
+        figures = {f"{split}/metrics_vs_length": figure}
+        folder = tb_logging.training_run_folder(self.trainer.ckpt_path) if split == "test" else None
+        written = folder is not None and tb_logging.write_to_training_run(
+            folder, self._step(), values, figures
+        )
+        if written:
+            print(f"lengen: test scalars and figure added to the training run {folder}")
+        for logger in self.loggers:
+            if written and isinstance(logger, TensorBoardLogger):
+                continue
+            logger.log_metrics(values, step=self._step())
+            if hasattr(logger.experiment, "add_figure"):
+                for tag, each in figures.items():
+                    logger.experiment.add_figure(tag, each, self._step(), close=False)
+
+    def on_fit_start(self) -> None:
+        self._log_run_hparams()
+
+    def _log_run_hparams(self) -> None:
+        """HParams for comparing runs (lengen/tb_logging.py): the run's settings, and the summary
+        scores of validation and test as metrics; other loggers get the same settings."""
+        if not self.trainer.is_global_zero:
+            return
+        params = tb_logging.run_hparams(self, self.run_config)
+        tags = tb_logging.metric_tags(
+            [name for name, metric in self.metrics["val"].items() if metric.higher_is_better]
+        )
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.hparams.update(params)  # hparams.yaml
+                tb_logging.write_hparams(logger.experiment, params, tags)
+            else:
+                logger.log_hyperparams(params)
 
     def _train_max_length(self) -> int | None:
         datamodule = getattr(self.trainer, "datamodule", None)
         return getattr(datamodule, "train_max_length", None)
 
     def on_validation_epoch_end(self) -> None:
-        self._finish_split("val")
+        results = self._finish_split("val")
+        if self.trainer.state.fn == TrainerFn.VALIDATING:  # `lengen validate`, not during fit
+            self._write_outputs("validate", "val", results)
 
     def on_test_epoch_end(self) -> None:
         results = self._finish_split("test")
+        self._write_outputs("test", "test", results)
+
+    def _write_outputs(self, command: str, split: str, results: dict) -> None:
+        """The terminal table, the PNG and results.json of `lengen test` / `lengen validate`
+        (lengen/results.py), with provenance (lengen/provenance.py)."""
         out_dir = output_dir(self.trainer)  # on every rank: a collective
         if not results or not self.trainer.is_global_zero:
             return
-        out_dir.mkdir(parents=True, exist_ok=True)
-        print("\n" + format_table(results, self._train_max_length()))  # below the progress bar
-        figure = figure_metrics_vs_length(results, self._train_max_length(), title="test")
-        figure.savefig(out_dir / "metrics_vs_length.png", dpi=120, bbox_inches="tight")
-        write_results(
-            out_dir / "results.json",
-            metrics=results,
-            train_max_length=self._train_max_length(),
-            pos_encoding=type(self.decoder.pos_encoding).__name__,
-            global_step=max(self.global_step, self.checkpoint_step),
-            config=self.run_config,
-            summary={  # extrapolation score and effective length of the accuracy-like metrics
-                name: summarise(per_length, self._train_max_length())
+        train_max_length = self._train_max_length()
+        payload = {
+            "split": split,
+            "metrics": results,
+            "train_max_length": train_max_length,
+            "pos_encoding": type(self.decoder.pos_encoding).__name__,
+            "global_step": self._step(),
+            "config": self.run_config,
+            "summary": {  # in-range mean, extrapolation score, effective length
+                name: summarise(per_length, train_max_length)
                 for name, per_length in results.items()
-                if self.metrics["test"][name].higher_is_better
+                if self.metrics[split][name].higher_is_better
             },
+            "provenance": gather(
+                self.trainer,
+                self.trainer.ckpt_path,
+                self.checkpoint_step,
+                self.command_line,
+                (self.run_config or {}).get("model"),
+            ),
+        }
+        figure = figure_metrics_vs_length(
+            results, train_max_length, title=self._figure_title(split)
         )
-        print(f"results: {out_dir / 'results.json'}, figure: {out_dir / 'metrics_vs_length.png'}")
+        write_outputs(out_dir, command, payload, figure)
 
     def on_train_start(self) -> None:
         self._accumulating_step = -1  # a new fit starts a new accumulation

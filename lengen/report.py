@@ -1,8 +1,13 @@
 """`lengen report RUN_DIR...`: compare test results of many runs, mean ± std over seeds.
 
-Reads every results.json below the given paths (written by `lengen test`). Runs are grouped by task,
-then by positional encoding and curriculum (the callbacks of the run's config); inside a group the
-seeds are aggregated: mean and sample standard deviation (n - 1; "±" is left out for one run).
+Reads every results.json below the given paths (written by `lengen test`; formats 1 and 2). Runs
+are grouped by task, then by what was trained and measured: the encoding, the curriculum, every
+other model / data / max_steps setting, the checkpoint's step and the test command's model
+overrides. Format 2 files name the training run's own config (provenance.training_config), so the
+trained model and curriculum come from it; format 1 files only have the test command's config.
+Runs that differ in anything but the seed are different groups, and their labels name the
+differing fields. Inside a group the seeds are aggregated: mean and sample standard deviation
+(n - 1; "±" is left out for one run); a second file with the same seed is listed as dropped.
 Runs of different tasks are never averaged together: each task gets its own tables and its own
 panel in the figure, and the terminal says so. Outputs in `--out`: report.md, report.csv and
 report.png (the chosen metric against length per group, error bars = std over seeds).
@@ -22,13 +27,12 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from lengen.argparser import OneLineArgumentParser
+from lengen.provenance import curriculum_label
 from lengen.summary import effective_length, extrapolation_score
 
 OUTPUT_FILES = ("report.md", "report.csv", "report.png")
 POSITION_METRICS = {"position_loss"}  # buckets are positions, not lengths
 SUMMARY_COLUMNS = ("extrapolation_score", "effective_length")
-# Callbacks that do not change training: left out of the curriculum label.
-NON_CURRICULUM = ("lightning.", "AttentionAnalysis", "GradientVarianceMonitor")
 
 
 class ReportError(ValueError):
@@ -49,6 +53,8 @@ class Run:
     train_max_length: int | None
     metrics: dict[str, dict[int, float]]
     summary_metrics: list[str]
+    step: int | None = None  # the checkpoint's optimizer steps (global_step)
+    checkpoint_sha256: str | None = None  # format 2 only
 
 
 @dataclass
@@ -101,15 +107,19 @@ IGNORED_SETTINGS = {
 MISSING = json.dumps("-")  # a setting absent from a run's config
 
 
-def run_settings(config: dict) -> dict[str, str]:
-    """The model, data and trainer.max_steps settings of a run config, as {key: JSON value}."""
+def run_settings(config: dict, tested_data: dict | None = None) -> dict[str, str]:
+    """The model, data and trainer.max_steps settings of a run config, as {key: JSON value}.
+    `tested_data`: the test command's data arguments when `config` is the training config; those
+    that differ from the training data's join as `test.data.<key>` (e.g. a needle location)."""
     data = (config.get("data") or {}).get("init_args") or {}
     sections = {"model": config.get("model") or {}, "data": data}
+    if tested_data is not None:
+        sections["test.data"] = {k: v for k, v in tested_data.items() if data.get(k) != v}
     settings = {
         f"{section}.{key}": json.dumps(value, sort_keys=True)
         for section, values in sections.items()
         for key, value in values.items()
-        if f"{section}.{key}" not in IGNORED_SETTINGS
+        if f"{section.removeprefix('test.')}.{key}" not in IGNORED_SETTINGS
     }
     settings["trainer.max_steps"] = json.dumps((config.get("trainer") or {}).get("max_steps"))
     return settings
@@ -119,24 +129,27 @@ def load_run(path: Path) -> Run:
     """Parse one results.json; any problem is a one-line ReportError naming the file."""
     try:
         payload = json.loads(path.read_text())
-        config = payload.get("config") or {}
-        data_args = (config.get("data") or {}).get("init_args") or {}
+        tested = payload.get("config") or {}  # the test command's config
+        provenance = payload.get("provenance") or {}  # format 2
+        trained = provenance.get("training_config") or {}
+        tested_data = (tested.get("data") or {}).get("init_args") or {}
+        data_args = tested_data
         task = data_args.get("task")
         if task is None:  # a language-model run: name its data module
-            task = (config.get("data") or {}).get("class_path", "unknown task")
-        model = config.get("model") or {}
+            task = (tested.get("data") or {}).get("class_path", "unknown task")
+        # The model that was tested: the test command's (format 2 builds it from the training
+        # config plus explicit overrides); training-side settings from the training config.
+        model = tested.get("model") or {}
         encoding = model.get("pos_encoding")
+        config = {**tested, **{k: v for k, v in trained.items() if k in ("trainer", "data")}}
+        config["model"] = model
         callbacks = (config.get("trainer") or {}).get("callbacks") or []
         class_paths = [
             cb.get("class_path", "?") if isinstance(cb, dict) else cb for cb in callbacks
         ]
-        curriculum = [
-            short_name(path)
-            for path in class_paths
-            if not str(path).startswith(NON_CURRICULUM) and short_name(path) not in NON_CURRICULUM
-        ]
-        settings = run_settings(config)
-        seed = config.get("seed_everything", data_args.get("seed", "?"))
+        settings = run_settings(config, tested_data if "data" in trained else None)
+        settings["step"] = json.dumps(payload.get("global_step"))
+        seed = (trained or tested).get("seed_everything", data_args.get("seed", "?"))
         metrics = {
             name: {int(length): float("nan" if v is None else v) for length, v in values.items()}
             for name, values in payload["metrics"].items()
@@ -156,12 +169,14 @@ def load_run(path: Path) -> Run:
         pos_encoding=payload.get("pos_encoding") or short_name(encoding),
         pos_encoding_args=(encoding.get("init_args") or {}) if isinstance(encoding, dict) else {},
         settings=settings,
-        curriculum="+".join(curriculum) or "-",
+        curriculum=curriculum_label(class_paths),
         seed=seed if seed is not None else "?",
         train_max_length=payload.get("train_max_length"),
         metrics=metrics,
         # Files without a `summary` entry predate it: summarise every metric.
         summary_metrics=list(payload["summary"] if "summary" in payload else metrics),
+        step=payload.get("global_step"),
+        checkpoint_sha256=(provenance.get("checkpoint") or {}).get("sha256"),
     )
 
 
@@ -195,7 +210,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
         )
         label = run.pos_encoding + (f"({args})" if args else "")
         settings = [
-            f"{key.split('.', 1)[1]}={json.loads(run.settings.get(key, MISSING))}"
+            f"{setting_name(key)}={json.loads(run.settings.get(key, MISSING))}"
             for key in sorted(varying[run.task])
         ]
         if settings:
@@ -206,17 +221,44 @@ def group_runs(runs: list[Run]) -> list[Group]:
     return [groups[key] for key in sorted(groups)]
 
 
+def setting_name(key: str) -> str:
+    """'model.lr' -> 'lr', 'data.window' -> 'window'; 'step' and 'test.data.x' stay as they are."""
+    if key.startswith("test.") or "." not in key:
+        return key
+    return key.split(".", 1)[1]
+
+
+def differing_fields(groups: list[Group]) -> dict[str, list[str]]:
+    """{task: the settings whose values differ between that task's runs} (labels carry them)."""
+    fields: dict[str, set[str]] = {}
+    for group in groups:
+        runs = [run for g in groups if g.task == group.task for run in g.runs]
+        keys = {key for run in runs for key in run.settings}
+        fields[group.task] = {
+            key for key in keys if len({run.settings.get(key, MISSING) for run in runs}) > 1
+        }
+        if len({run.pos_encoding for run in runs}) > 1:
+            fields[group.task].add("pos_encoding")
+        if len({run.curriculum for run in runs}) > 1:
+            fields[group.task].add("curriculum")
+    return {task: sorted(setting_name(key) for key in keys) for task, keys in fields.items()}
+
+
 def drop_repeated_seeds(groups: list[Group]) -> list[str]:
     """Keep the newest results.json per seed in each group (a re-run test writes a new version
-    folder); return one note per file left out, so the reader sees it."""
+    folder); return one note per file left out, naming it and why, so nothing goes silently.
+    Runs in one group agree in everything but the seed (settings, step, test overrides)."""
     notes = []
     for group in groups:
         newest: dict[str, Run] = {}
         for run in sorted(group.runs, key=lambda run: run.path.stat().st_mtime):
-            if str(run.seed) in newest:
+            kept = newest.get(str(run.seed))
+            if kept is not None:
+                same = kept.checkpoint_sha256 and kept.checkpoint_sha256 == run.checkpoint_sha256
+                why = "the same checkpoint tested again" if same else "same settings, step and seed"
                 notes.append(
-                    f"{group.task} {group.label} seed {run.seed}: using {run.path}, not "
-                    f"{newest[str(run.seed)].path} (same seed, older)"
+                    f"dropped {kept.path}: {group.task} {group.label} seed {run.seed}, {why}; "
+                    f"the newer {run.path} is used"
                 )
             newest[str(run.seed)] = run
         group.runs = sorted(newest.values(), key=lambda run: str(run.seed))
@@ -270,6 +312,7 @@ class Report:
     threshold: float
     tables: dict[tuple[str, str, str], dict[str, Stat]]  # (task, metric, label) -> row
     notes: list[str] = field(default_factory=list)
+    differ: list[tuple[str, list[str]]] = field(default_factory=list)  # (task, fields)
 
     def columns(self, task: str, metric: str) -> list[str]:
         lengths = sorted(
@@ -304,7 +347,9 @@ def build_report(paths: list[str], threshold: float = 0.5) -> Report:
         for metric in metrics:
             if any(metric in run.metrics for run in group.runs):
                 tables[(group.task, metric, group.label)] = group_table(group, metric, threshold)
-    return Report(groups, tasks, metrics, threshold, tables, notes)
+    fields = differing_fields(groups)
+    differ = [(task, fields.get(task, [])) for task in tasks]
+    return Report(groups, tasks, metrics, threshold, tables, notes, differ)
 
 
 def header_label(column: str, train_max_length: int | None) -> str:
@@ -349,8 +394,17 @@ def legend_lines(report: Report) -> list[str]:
     return lines
 
 
+def differ_lines(report: Report) -> list[str]:
+    """One line per task naming the fields that tell its groups apart (beyond the seed)."""
+    return [
+        f"[{task}] groups differ in: {', '.join(fields) or 'nothing but the seed'}"
+        for task, fields in report.differ
+    ]
+
+
 def format_terminal(report: Report) -> str:
     out = [task_note(report), *legend_lines(report), *(f"note: {n}" for n in report.notes)]
+    out += differ_lines(report)
     for task in report.tasks:
         for metric in report.metrics:
             header, rows = table_rows(report, task, metric)
@@ -372,6 +426,7 @@ def format_terminal(report: Report) -> str:
 def format_markdown(report: Report) -> str:
     out = ["# lengen report", "", task_note(report), "", *legend_lines(report)]
     out += [f"- note: {note}" for note in report.notes]
+    out += [f"- {line}" for line in differ_lines(report)]
     for task in report.tasks:
         for metric in report.metrics:
             header, rows = table_rows(report, task, metric)

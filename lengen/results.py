@@ -8,7 +8,14 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-RESULTS_FORMAT_VERSION = 1
+# 2: adds "split", "provenance" (versions, device, checkpoint, training config, overrides) and
+#    the summary's "in_range"; `lengen report` reads 1 and 2.
+RESULTS_FORMAT_VERSION = 2
+# The files `lengen <command>` writes into the run's log folder.
+OUTPUT_NAMES = {
+    "test": ("results.json", "metrics_vs_length.png"),
+    "validate": ("validate_results.json", "validate_metrics_vs_length.png"),
+}
 
 
 def format_table(metrics: dict[str, dict[int, float]], train_max_length: int | None) -> str:
@@ -60,3 +67,14 @@ def write_results(path: Path, **payload) -> None:
         for name, per_length in payload["metrics"].items()
     }
     path.write_text(json.dumps({"format": RESULTS_FORMAT_VERSION, **payload}, indent=2))
+
+
+def write_outputs(out_dir: Path, command: str, payload: dict, figure: Figure) -> None:
+    """What `lengen test` / `lengen validate` leave behind: the per-length table on the terminal,
+    the figure as PNG and the payload as JSON, named by OUTPUT_NAMES[command] in `out_dir`."""
+    results_name, figure_name = OUTPUT_NAMES[command]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print("\n" + format_table(payload["metrics"], payload.get("train_max_length")))
+    figure.savefig(out_dir / figure_name, dpi=120, bbox_inches="tight")
+    write_results(out_dir / results_name, **payload)
+    print(f"results: {out_dir / results_name}, figure: {out_dir / figure_name}")

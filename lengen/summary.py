@@ -1,4 +1,5 @@
-"""Summary scores of a per-length accuracy curve: extrapolation score and effective length.
+"""Summary scores of a per-length accuracy curve: in-range mean, extrapolation score, effective
+length.
 
 Plain functions, not torchmetrics: they summarise the per-length values *after* evaluation (the
 bucket means of a `LengthMetric`), so they are used where results are written (results.json) and
@@ -26,6 +27,15 @@ def extrapolation_score(per_length: dict[int, float], train_max_length: int | No
     return sum(beyond) / len(beyond) if beyond else math.nan
 
 
+def in_range_score(per_length: dict[int, float], train_max_length: int | None) -> float:
+    """Mean value over the evaluated lengths up to `train_max_length` (the training range); NaN
+    when there are none or the training range is unknown."""
+    if train_max_length is None:
+        return math.nan
+    inside = [value for length, value in _finite(per_length).items() if length <= train_max_length]
+    return sum(inside) / len(inside) if inside else math.nan
+
+
 def effective_length(per_length: dict[int, float], threshold: float = 0.5) -> int:
     """The longest evaluated length up to which every evaluated length scores >= `threshold`.
 
@@ -44,9 +54,12 @@ def effective_length(per_length: dict[int, float], threshold: float = 0.5) -> in
 def summarise(
     per_length: dict[int, float], train_max_length: int | None, threshold: float = 0.5
 ) -> dict[str, float | int | None]:
-    """Both scores as a JSON-ready dict (NaN becomes None)."""
+    """The scores as a JSON-ready dict (NaN becomes None): `in_range` (mean over the training
+    range), `extrapolation_score` (mean beyond it), `effective_length`, `threshold`."""
     score = extrapolation_score(per_length, train_max_length)
+    inside = in_range_score(per_length, train_max_length)
     return {
+        "in_range": None if math.isnan(inside) else inside,
         "extrapolation_score": None if math.isnan(score) else score,
         "effective_length": effective_length(per_length, threshold),
         "threshold": threshold,

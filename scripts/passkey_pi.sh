@@ -51,7 +51,7 @@ else
 fi
 test_at "$base_root" "$base" "${BASE[@]}" "$@"
 echo "== Position Interpolation without fine-tuning: the base tested at positions / 2"
-test_at "$RUNS/any/base_pi" "$base" "${BASE[@]}" --config configs/pe/rope_linear.yaml \
+test_at "$RUNS/any/base_pi" "$base" "${BASE[@]}" --model.pos_encoding RoPELinear \
   --model.pos_encoding.init_args.scale 2 "$@"
 
 for seed in $SEEDS; do

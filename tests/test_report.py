@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -234,3 +235,76 @@ def test_existing_outputs_are_kept_without_overwrite(tmp_path, capsys):
     assert (tmp_path / "out" / "report.md").read_text() == "mine"
     assert run_main([*args, "--overwrite"], capsys)[0] == 0
     assert "T5Bias" in (tmp_path / "out" / "report.md").read_text()
+
+
+def set_fields(folder: Path, **fields) -> None:
+    """Change top-level fields of the results.json in `folder`."""
+    path = folder / "results.json"
+    payload = json.loads(path.read_text())
+    payload.update(fields)
+    path.write_text(json.dumps(payload))
+
+
+def test_runs_of_other_steps_are_other_groups_never_dropped(tmp_path):
+    """The bug of issue 12: a 200-step test replaced the 2000-step run of the same seed."""
+    rng = random.Random()
+    long_curve, short_curve = random_curve(rng), random_curve(rng)
+    set_fields(write_run(tmp_path, "long", "Copy", "ALiBi", 0, long_curve), global_step=2000)
+    short = write_run(tmp_path, "short", "Copy", "ALiBi", 0, short_curve)
+    set_fields(short, global_step=200)
+    os.utime(short / "results.json", (0, 0))  # older or newer: both must stay
+    report = build_report([str(tmp_path)])
+    assert report.notes == []
+    rows = {group.label: [run.path.parent.parent.parent.name for run in group.runs]
+            for group in report.groups}  # fmt: skip
+    assert rows == {"ALiBi [step=2000]": ["long"], "ALiBi [step=200]": ["short"]}
+    assert report.tables[("Copy", "exact_match", "ALiBi [step=2000]")]["16"].mean == long_curve[16]
+    assert report.differ == [("Copy", ["step"])]
+    assert "[Copy] groups differ in: step" in format_markdown(report)
+
+
+def with_provenance(folder: Path, training_config: dict, sha256: str) -> None:
+    """Turn a format-1 results.json into format 2 with a training config and checkpoint."""
+    payload = json.loads((folder / "results.json").read_text())
+    payload["format"] = 2
+    payload["provenance"] = {
+        "training_config": training_config,
+        "checkpoint": {"path": "x.ckpt", "step": payload["global_step"], "sha256": sha256},
+        "model_overrides": {},
+    }
+    (folder / "results.json").write_text(json.dumps(payload))
+
+
+def test_format_2_groups_by_the_training_config_and_lists_dropped_duplicates(tmp_path):
+    rng = random.Random()
+    # Both tested with one test config (no callbacks); one was trained with a curriculum and
+    # longer: only its training config says so.
+    plain = write_run(tmp_path, "plain", "Copy", "RoPE", 0, random_curve(rng))
+    trained_plain = json.loads((plain / "results.json").read_text())["config"]
+    with_provenance(plain, trained_plain, "a" * 64)
+    warm = write_run(tmp_path, "warm", "Copy", "RoPE", 0, random_curve(rng))
+    trained_warm = copy.deepcopy(trained_plain)
+    trained_warm["trainer"] = {
+        "max_steps": 900,
+        "callbacks": [{"class_path": "lengen_plugins.callbacks.x.LengthWarmup"}],
+    }
+    with_provenance(warm, trained_warm, "b" * 64)
+    # The same checkpoint as `plain` tested again later: one is dropped, and said so.
+    again = write_run(tmp_path, "again", "Copy", "RoPE", 0, random_curve(rng))
+    with_provenance(again, trained_plain, "a" * 64)
+    os.utime(plain / "results.json", (0, 0))
+    # A format-1 file (no training config) of another seed with the same settings is read and
+    # joins as a second seed.
+    write_run(tmp_path, "old", "Copy", "RoPE", 1, random_curve(rng))
+
+    report = build_report([str(tmp_path)])
+    by_label = {g.label: [r.path.parent.parent.parent.name for r in g.runs]
+                for g in report.groups}  # fmt: skip
+    assert by_label == {
+        "RoPE [max_steps=None]": ["again", "old"],
+        "RoPE [max_steps=900] + LengthWarmup": ["warm"],
+    }
+    (note,) = report.notes
+    assert note.startswith(f"dropped {plain / 'results.json'}:")
+    assert "the same checkpoint tested again" in note and str(again / "results.json") in note
+    assert "curriculum" in dict(report.differ)["Copy"]

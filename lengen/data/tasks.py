@@ -11,11 +11,14 @@ every run of a comparison is scored on identical examples.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import json
 import os
 import random
 import shutil
+import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,10 +27,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
 
+from lengen.checks import require_positive_ints
 from lengen.metric import EvalBatch
 from lengen.task import PAD, Example, Task
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: key holds the task's code version; rows checksummed
 
 
 def default_cache_dir() -> Path:
@@ -123,6 +127,42 @@ def build_eval_set(
     return datasets.Dataset.from_dict(rows)
 
 
+def task_code_version(task: Task) -> str:
+    """A hash of the source of the modules defining `task`'s class and its bases (lengen.task
+    included): editing a task's `generate` (or `make_example`) gives new cache keys."""
+    sources = []
+    for cls in type(task).__mro__[:-1]:  # without `object`
+        try:
+            sources.append(inspect.getsource(sys.modules[cls.__module__]))
+        except (OSError, TypeError, KeyError):  # no source file (e.g. defined in a REPL)
+            sources.append(f"{cls.__module__}.{cls.__qualname__}")
+    return hashlib.sha256("\n".join(dict.fromkeys(sources)).encode()).hexdigest()[:16]
+
+
+def eval_set_checksum(dataset: datasets.Dataset) -> str:
+    """sha256 of an evaluation set's rows (prompt, target, length), in order."""
+    rows = dataset.to_dict()
+    digest = hashlib.sha256()
+    for column in ("prompt", "target", "length"):
+        digest.update(json.dumps(rows[column]).encode())
+    return digest.hexdigest()
+
+
+def _load_verified(path: Path, key: dict) -> tuple[datasets.Dataset | None, str]:
+    """(the cached set, "") when it reads back with its key and checksum, else (None, why)."""
+    try:
+        stored = json.loads((path / "lengen_key.json").read_text())
+        checksum = stored.pop("checksum", None)
+        if stored != key:
+            return None, "was written for another key"
+        dataset = datasets.load_from_disk(str(path))
+        if checksum is None or eval_set_checksum(dataset) != checksum:
+            return None, "does not match its checksum (corrupted)"
+        return dataset, ""
+    except Exception as error:  # truncated or missing files, unreadable JSON or arrow data
+        return None, f"is unreadable ({type(error).__name__})"
+
+
 def load_or_build_eval_set(
     task: Task,
     lengths: list[int],
@@ -131,10 +171,16 @@ def load_or_build_eval_set(
     split: str,
     cache_dir: Path,
 ) -> datasets.Dataset:
-    """The cached evaluation set for this key, generated and saved on first use."""
+    """The cached evaluation set for this key, generated and saved on first use.
+
+    The key holds the task's code version (`task_code_version`), so a changed generator never
+    reuses old examples. The set is saved with a checksum of its rows; an entry that is
+    unreadable or does not match its checksum is rebuilt with a warning, never used.
+    """
     key = {
         "format": CACHE_FORMAT_VERSION,
         "task": task.identity(),
+        "code": task_code_version(task),
         "lengths": lengths,
         "examples_per_length": examples_per_length,
         "seed": seed,
@@ -143,11 +189,23 @@ def load_or_build_eval_set(
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir / "eval_sets" / f"{type(task).__name__}-{split}-{digest}"
     if path.exists():
-        return datasets.load_from_disk(str(path))
+        dataset, problem = _load_verified(path, key)
+        if dataset is not None:
+            return dataset
+        warnings.warn(f"cached evaluation set {path} {problem}; rebuilding it", stacklevel=2)
     dataset = build_eval_set(task, lengths, examples_per_length, seed, split)
+    if len(dataset) == 0:
+        raise ValueError(
+            f"the {split} evaluation set of {type(task).__name__} would have no rows "
+            f"(lengths {lengths}, {examples_per_length} examples per length); give at least "
+            "one length and one example per length"
+        )
     partial = path.with_name(path.name + f".partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
     dataset.save_to_disk(str(partial))
-    (partial / "lengen_key.json").write_text(json.dumps(key, indent=2))
+    stored = {**key, "checksum": eval_set_checksum(dataset)}
+    (partial / "lengen_key.json").write_text(json.dumps(stored, indent=2))
+    shutil.rmtree(path, ignore_errors=True)  # a corrupt entry found above
     try:
         partial.rename(path)  # atomic: a concurrent run either sees nothing or the whole set
     except OSError:
@@ -202,6 +260,13 @@ class TaskDataModule(L.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
+        require_positive_ints(
+            "TaskDataModule",
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            val_examples_per_length=val_examples_per_length,
+            test_examples_per_length=test_examples_per_length,
+        )
         if not task.min_length <= train_min_length <= train_max_length:
             raise ValueError(
                 f"need {task.min_length} <= train_min_length <= train_max_length for "

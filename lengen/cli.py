@@ -84,13 +84,24 @@ def one_line_error(message: str) -> str:
     return line
 
 
+def plugin_fault_in_chain(error: BaseException | None) -> str | None:
+    """`plugin_fault` of `error` or of the first exception it was raised from that names one."""
+    while error is not None:
+        fault = plugin_fault(error)
+        if fault:
+            return fault
+        error = error.__cause__ or error.__context__
+    return None
+
+
 class LengenArgumentParser(LightningArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
         kwargs["allow_abbrev"] = False  # `--trainer.max_step 7` is an error, not max_steps
         super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):
-        raise UsageError(one_line_error(message))
+        fault = plugin_fault_in_chain(ex)
+        raise UsageError(fault or one_line_error(message))
 
 
 class LengenCLI(LightningCLI):
@@ -123,9 +134,11 @@ class LengenCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as error:  # constructors validate their arguments with one-line errors
-            raise UsageError(one_line_error(str(error))) from error
+            cause = error.__cause__ or error.__context__  # jsonargparse wraps what it builds
+            fault = None if isinstance(cause, ValueError) else plugin_fault_in_chain(cause)
+            raise UsageError(fault or one_line_error(str(error))) from error
         except Exception as error:  # a plugin's constructor failed: name it and its distribution
-            message = plugin_fault(error)
+            message = plugin_fault_in_chain(error)
             if message is None:
                 raise
             raise UsageError(message) from error
@@ -233,6 +246,12 @@ def main(argv: list[str] | None = None) -> None:
     ) as error:
         print(f"lengen: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Exception as error:  # a plugin's hook failed inside the run: name the plugin
+        message = plugin_fault(error)
+        if message is None or os.environ.get("LENGEN_TRACEBACK"):
+            raise
+        print(f"lengen: error: {message} (LENGEN_TRACEBACK=1 shows where)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -439,3 +439,90 @@ def test_nothing_left_behind_by_the_refused_runs(tmp_path):
         assert_nothing_written(tmp_path)
     shutil.rmtree(tmp_path / "runs")
     assert_nothing_written(tmp_path)
+
+
+# ---- plugin faults: named with their distribution; a broken optional plugin is left out ----
+
+FAULTY_PLUGINS = """
+    from lightning.pytorch.callbacks import Callback
+
+    from lengen.metric import LengthMetric
+
+
+    class Exploding(LengthMetric):
+        '''A metric whose constructor fails.'''
+
+        def __init__(self, max_length: int = 4096) -> None:
+            raise RuntimeError("needs a library that is missing")
+
+
+    class FailingHook(Callback):
+        '''A callback that fails inside the run.'''
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            raise RuntimeError("hook exploded")
+"""
+
+
+@pytest.fixture
+def faulty_distribution(tmp_path, monkeypatch, fresh_discovery):
+    """lengen-faulty: a metric that fails to import, one whose constructor fails, and a callback
+    whose hook fails."""
+    from conftest import write_distribution
+
+    root = tmp_path / "site"
+    write_distribution(
+        root,
+        "lengen-faulty",
+        "[lengen.metrics]\nExploding = faulty_plugins:Exploding\n"
+        "BrokenImport = faulty_missing_module:Broken\n"
+        "[lengen.callbacks]\nFailingHook = faulty_plugins:FailingHook\n",
+        {"faulty_plugins": FAULTY_PLUGINS},
+    )
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.delitem(__import__("sys").modules, "faulty_plugins", raising=False)
+    return root
+
+
+def test_plugin_that_failed_to_import_is_said_so_not_unknown(faulty_distribution, tmp_path, capsys):
+    with pytest.warns(UserWarning, match="BrokenImport.*failed to load"):
+        line = refused(["fit", *tiny(tmp_path), "--model.metrics", "[BrokenImport]"], capsys)
+    assert "unknown" not in line
+    assert "'BrokenImport' is installed (distribution 'lengen-faulty') but failed to import" in line
+    assert "ModuleNotFoundError" in line
+    assert_nothing_written(tmp_path)
+
+
+def test_failing_plugin_constructor_names_plugin_and_distribution(
+    faulty_distribution, tmp_path, capsys
+):
+    with pytest.warns(UserWarning):
+        line = refused(["fit", *tiny(tmp_path), "--model.metrics", "[Exploding]"], capsys)
+    assert "plugin 'Exploding' (lengen.metrics, from distribution 'lengen-faulty')" in line
+    assert "failed in its constructor: RuntimeError: needs a library that is missing" in line
+    assert_nothing_written(tmp_path)
+
+
+def test_failing_plugin_hook_inside_a_run_names_plugin_and_distribution(
+    faulty_distribution, tmp_path, capsys
+):
+    with pytest.warns(UserWarning), pytest.raises(SystemExit) as exit_info:
+        main(["fit", *tiny(tmp_path), "--trainer.callbacks+=FailingHook"])
+    assert exit_info.value.code == 1  # a fault of the plugin, not bad input
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if line.startswith("lengen: error: ")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    assert "plugin 'FailingHook' (lengen.callbacks, from distribution 'lengen-faulty')" in errors[0]
+    assert "failed in its on_train_start(): RuntimeError: hook exploded" in errors[0]
+
+
+def test_broken_optional_plugins_do_not_break_a_run_that_does_not_ask_for_them(
+    faulty_distribution, tmp_path, capsys
+):
+    """Without model.metrics every installed metric is built: the broken ones are left out."""
+    with pytest.warns(UserWarning) as warned:
+        main(["fit", *tiny(tmp_path), "--model.metrics", "null"])
+    messages = [str(w.message) for w in warned]
+    assert any("'Exploding' (from distribution 'lengen-faulty') left out" in m for m in messages)
+    assert any("'BrokenImport'" in m and "failed to load" in m for m in messages)
+    assert list((tmp_path / "runs").rglob("version_0"))

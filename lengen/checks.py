@@ -28,7 +28,7 @@ def require_positive_ints(owner: str, **values: object) -> None:
 
 def require_finite(owner: str, name: str, value: float, low: float, low_open: bool) -> None:
     """`value` must be a finite number > low (low_open) or >= low."""
-    bound = f"> {low}" if low_open else f">= {low}"
+    bound = f"> {low:g}" if low_open else f">= {low:g}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{owner}: {name}={value!r} must be a finite number {bound}")
     if not math.isfinite(value) or value < low or (low_open and value == low):

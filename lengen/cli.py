@@ -53,7 +53,10 @@ class UsageError(Exception):
 
 def one_line_error(message: str) -> str:
     """Turn jsonargparse's multi-line error into one line; name the choices for a plugin key."""
-    nested = re.search(r"(unknown|\w+) \w+ '[^']*'(; available in| is installed)[^\n]*", message)
+    nested = re.search(
+        r"unknown \w+ '[^']*'; available in [^\n]*|\w+ '[^']*' is installed \(distribution [^\n]*",
+        message,
+    )
     if nested:  # raised by the parser of a nested class (e.g. the task inside data)
         return nested.group(0)
     keys = re.findall(r'Parser key "([\w.]+)"', message)

@@ -476,6 +476,8 @@ def faulty_distribution(tmp_path, monkeypatch, fresh_discovery):
         "lengen-faulty",
         "[lengen.metrics]\nExploding = faulty_plugins:Exploding\n"
         "BrokenImport = faulty_missing_module:Broken\n"
+        "[lengen.tasks]\nBrokenTask = faulty_missing_module:Broken\n"
+        "[lengen.positional_encodings]\nBrokenEncoding = faulty_missing_module:Broken\n"
         "[lengen.callbacks]\nFailingHook = faulty_plugins:FailingHook\n",
         {"faulty_plugins": FAULTY_PLUGINS},
     )
@@ -484,11 +486,23 @@ def faulty_distribution(tmp_path, monkeypatch, fresh_discovery):
     return root
 
 
-def test_plugin_that_failed_to_import_is_said_so_not_unknown(faulty_distribution, tmp_path, capsys):
-    with pytest.warns(UserWarning, match="BrokenImport.*failed to load"):
-        line = refused(["fit", *tiny(tmp_path), "--model.metrics", "[BrokenImport]"], capsys)
+@pytest.mark.parametrize(
+    ("key", "extra"),
+    [
+        ("metrics", ["--model.metrics", "[BrokenImport]"]),
+        ("task", ["--data.init_args.task", "BrokenImport"]),
+        ("pos_encoding", ["--model.pos_encoding", "BrokenImport"]),
+    ],
+)
+def test_plugin_that_failed_to_import_is_said_so_not_unknown(
+    key, extra, faulty_distribution, tmp_path, capsys
+):
+    name = {"metrics": "BrokenImport", "task": "BrokenTask", "pos_encoding": "BrokenEncoding"}[key]
+    extra = [arg.replace("BrokenImport", name) for arg in extra]
+    with pytest.warns(UserWarning, match=f"{name}.*failed to load"):
+        line = refused(["fit", *tiny(tmp_path), *extra], capsys)
     assert "unknown" not in line
-    assert "'BrokenImport' is installed (distribution 'lengen-faulty') but failed to import" in line
+    assert f"{key} '{name}' is installed (distribution 'lengen-faulty') but failed to" in line
     assert "ModuleNotFoundError" in line
     assert_nothing_written(tmp_path)
 

@@ -58,30 +58,39 @@ def check_creatable_dir(path: str | os.PathLike, what: str) -> None:
         )
 
 
-def check_checkpoint(path: str, model: torch.nn.Module) -> None:
-    """`--ckpt_path FILE`: a readable Lightning checkpoint whose tensors fit `model` (a
-    LengenModule). Encoding tensors are left to `LengenModule.fit_encoding_state`."""
+def read_checkpoint(path: str, option: str = "--ckpt_path") -> dict:
+    """The checkpoint at `path`, tensors memory-mapped; ValueError naming `option` when it is not
+    a readable Lightning checkpoint."""
     file = Path(path)
-    accepted = "give a *.ckpt file written by `lengen fit`, or `last`"
+    accepted = "give a *.ckpt file written by `lengen fit`"
+    if option == "--ckpt_path":
+        accepted += ", or `last`"
     if not file.exists():
-        raise ValueError(f"--ckpt_path {path}: no such file; {accepted}")
+        raise ValueError(f"{option} {path}: no such file; {accepted}")
     if not file.is_file():
-        raise ValueError(f"--ckpt_path {path} is a directory, not a file; {accepted}")
+        raise ValueError(f"{option} {path} is a directory, not a file; {accepted}")
     if file.stat().st_size == 0:
-        raise ValueError(f"--ckpt_path {path} is empty (0 bytes); {accepted}")
+        raise ValueError(f"{option} {path} is empty (0 bytes); {accepted}")
     try:
         # mmap: tensors are not read here; weights_only=False as Lightning (hyperparameters pickle
         # the encoding). Only files the user names are read.
         checkpoint = torch.load(file, map_location="cpu", weights_only=False, mmap=True)
     except Exception as error:  # truncated zip, not a zip, a pickle of something else, ...
         raise ValueError(
-            f"--ckpt_path {path} cannot be read as a checkpoint ({type(error).__name__}); it is "
+            f"{option} {path} cannot be read as a checkpoint ({type(error).__name__}); it is "
             f"truncated or not a checkpoint; {accepted}"
         ) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ValueError(
-            f"--ckpt_path {path} is not a Lightning checkpoint (no state_dict); {accepted}"
+            f"{option} {path} is not a Lightning checkpoint (no state_dict); {accepted}"
         )
+    return checkpoint
+
+
+def check_checkpoint(path: str, model: torch.nn.Module) -> None:
+    """`--ckpt_path FILE`: a readable Lightning checkpoint whose tensors fit `model` (a
+    LengenModule). Encoding tensors are left to `LengenModule.fit_encoding_state`."""
+    checkpoint = read_checkpoint(path)
     trained = checkpoint.get("hyper_parameters") or {}
     differing = [
         f"{name}={trained[name]} (this model: {model.hparams[name]})"
@@ -135,6 +144,8 @@ def check_run(model, datamodule, subcommand: str, ckpt_path: str | None) -> None
     cache folder) and the encoding's position limit against the longest sequence of the run."""
     if ckpt_path:
         check_checkpoint(ckpt_path, model)
+    if getattr(model, "init_from", None):  # other sizes are expected there: readable is enough
+        read_checkpoint(model.init_from, "--model.init_from")
     cache_dir = getattr(datamodule, "cache_dir", None)
     if cache_dir is not None:
         what = "cache folder (data.init_args.cache_dir or LENGEN_CACHE_DIR)"

@@ -81,7 +81,8 @@ def one_line_error(message: str) -> str:
     union = re.search(r"Union subtypes\n.*?Errors:\n\s*- ([^\n]+)", message, re.DOTALL)
     if union:  # e.g. trainer.callbacks: the first subtype's error is the constructor's message
         return union.group(1)
-    line = " ".join(line.strip(" -") for line in message.splitlines() if line.strip(" -"))
+    lines = [re.sub(r"^- ", "", line.strip()) for line in message.splitlines()]
+    line = " ".join(line for line in lines if line.strip(" -"))  # without jsonargparse's bullets
     if line.startswith("unrecognized arguments"):
         line += " (options are spelled in full; `lengen <subcommand> --help` lists them)"
     return line

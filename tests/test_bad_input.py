@@ -219,8 +219,15 @@ def broken_checkpoint(kind: str, good: Path, tmp_path: Path) -> Path:
 def test_bad_checkpoint_file_is_one_line(kind, words, checkpoint, tmp_path, capsys):
     path = broken_checkpoint(kind, checkpoint, tmp_path)
     line = refused(["test", *tiny(tmp_path), "--ckpt_path", str(path)], capsys)
-    assert words in line and str(path) in line and "lengen fit" in line
+    assert words in line and f"--ckpt_path {path}" in line and "lengen fit" in line
     assert "weights_only" not in line
+    assert_nothing_written(tmp_path)
+
+
+def test_truncated_init_from_checkpoint_is_one_line(checkpoint, tmp_path, capsys):
+    path = broken_checkpoint("truncated", checkpoint, tmp_path)
+    line = refused(["fit", *tiny(tmp_path), "--model.init_from", str(path)], capsys)
+    assert f"--model.init_from {path} cannot be read as a checkpoint" in line
     assert_nothing_written(tmp_path)
 
 
@@ -447,6 +454,15 @@ FAULTY_PLUGINS = """
     from lightning.pytorch.callbacks import Callback
 
     from lengen.metric import LengthMetric
+    from lengen.positional import PositionalEncoding
+
+
+    class ExplodingEncoding(PositionalEncoding):
+        '''An encoding whose constructor fails.'''
+
+        def __init__(self, base: float = 2.0) -> None:
+            super().__init__()
+            raise RuntimeError("needs a library that is missing")
 
 
     class Exploding(LengthMetric):
@@ -478,6 +494,7 @@ def faulty_distribution(tmp_path, monkeypatch, fresh_discovery):
         "BrokenImport = faulty_missing_module:Broken\n"
         "[lengen.tasks]\nBrokenTask = faulty_missing_module:Broken\n"
         "[lengen.positional_encodings]\nBrokenEncoding = faulty_missing_module:Broken\n"
+        "ExplodingEncoding = faulty_plugins:ExplodingEncoding\n"
         "[lengen.callbacks]\nFailingHook = faulty_plugins:FailingHook\n",
         {"faulty_plugins": FAULTY_PLUGINS},
     )
@@ -507,12 +524,20 @@ def test_plugin_that_failed_to_import_is_said_so_not_unknown(
     assert_nothing_written(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("group", "name", "extra"),
+    [
+        ("lengen.metrics", "Exploding", ["--model.metrics", "[Exploding]"]),
+        ("lengen.positional_encodings", "ExplodingEncoding", ["--model.pos_encoding",
+                                                               "ExplodingEncoding"]),
+    ],
+)  # fmt: skip
 def test_failing_plugin_constructor_names_plugin_and_distribution(
-    faulty_distribution, tmp_path, capsys
+    group, name, extra, faulty_distribution, tmp_path, capsys
 ):
     with pytest.warns(UserWarning):
-        line = refused(["fit", *tiny(tmp_path), "--model.metrics", "[Exploding]"], capsys)
-    assert "plugin 'Exploding' (lengen.metrics, from distribution 'lengen-faulty')" in line
+        line = refused(["fit", *tiny(tmp_path), *extra], capsys)
+    assert f"plugin '{name}' ({group}, from distribution 'lengen-faulty')" in line
     assert "failed in its constructor: RuntimeError: needs a library that is missing" in line
     assert_nothing_written(tmp_path)
 

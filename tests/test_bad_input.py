@@ -16,6 +16,9 @@ import pytest
 from lengen.cli import main
 from lengen.plugins import GROUPS, discover
 
+# In-process runs see pytest's own sys.argv, which LightningCLI warns about.
+pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
 

@@ -311,6 +311,24 @@ def test_report_out_that_cannot_be_created(tmp_path, capsys):
     assert "--out" in line and "is a file, not a directory" in line
 
 
+def test_report_options_are_spelled_in_full(tmp_path, capsys):
+    line = refused(["report", str(tmp_path), "--ou", str(tmp_path / "r")], capsys)
+    assert "unrecognized arguments: --ou" in line
+
+
+def test_length_a_task_cannot_make_is_refused_before_the_run(tmp_path, capsys):
+    """Lego needs one variable per clause: 12 clauses with 8 variables cannot be made."""
+    args = [
+        *tiny(tmp_path),
+        "--data.init_args.task", "Lego",
+        "--data.init_args.task.init_args.num_variables", "8",
+        "--data.init_args.eval_lengths", "[2, 4, 12]",
+    ]  # fmt: skip
+    line = refused(["fit", *args], capsys)
+    assert "Lego: length 12" in line and "num_variables=8" in line
+    assert_nothing_written(tmp_path)
+
+
 def test_learned_table_too_short_for_evaluation_fails_before_step_0(tmp_path, capsys):
     """Training lengths fit the table (4 + 4 + 2 tokens), the evaluation length 8 does not."""
     extra = ["--model.pos_encoding", "Learned", "--model.pos_encoding.init_args.max_length", "12"]
@@ -422,6 +440,12 @@ def test_plugin_range_check(group, name, arguments, words):
         cls(**arguments)
     message = str(error.value)
     assert "\n" not in message and words in message, message
+
+
+def test_attention_analysis_reference_folder_without_checkpoints(tmp_path):
+    cls = discover(GROUPS["callbacks"])["AttentionAnalysis"].obj
+    with pytest.raises(ValueError, match=r"^reference_checkpoint: no \*\.ckpt below "):
+        cls(reference_checkpoint=str(tmp_path))
 
 
 # Checks that need the model's sizes run when the decoder binds the encoding.

@@ -152,8 +152,8 @@ class LengenCLI(LightningCLI):
             try:
                 check_creatable_dir(self.trainer.default_root_dir, "trainer.default_root_dir")
                 check_run(self.model, self.datamodule, self.subcommand, config.get("ckpt_path"))
-            except ValueError as error:
-                raise UsageError(one_line_error(str(error))) from error
+            except ValueError as error:  # the checks' messages are one line already
+                raise UsageError(str(error)) from error
 
 
 def newest_checkpoint(root_dir: str) -> Path:

@@ -120,3 +120,34 @@ def test_code_version_is_stable_and_differs_between_tasks():
 
     assert task_code_version(Copy()) == task_code_version(Copy(num_symbols=4))
     assert task_code_version(Copy()) != task_code_version(Reverse())
+
+
+def test_changed_helper_module_gives_a_new_key(tmp_path, monkeypatch):
+    """A task whose generator calls a helper from a sibling module of its package."""
+    package = tmp_path / "toy_package"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "task.py").write_text(
+        textwrap.dedent(
+            """
+            from lengen.task import Task
+            from toy_package.helpers import symbol
+
+            class Toy(Task):
+                symbols = ("a", "b")
+
+                def generate(self, length, rng):
+                    return ["a"] * length, [symbol()] * length
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    versions = []
+    for symbol in ("a", "b"):
+        (package / "helpers.py").write_text(f"def symbol():\n    return {symbol!r}\n")
+        for name in ("toy_package", "toy_package.task", "toy_package.helpers"):
+            monkeypatch.delitem(sys.modules, name, raising=False)
+        from toy_package.task import Toy
+
+        versions.append(task_code_version(Toy()))
+    assert versions[0] != versions[1]

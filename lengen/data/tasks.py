@@ -127,16 +127,30 @@ def build_eval_set(
     return datasets.Dataset.from_dict(rows)
 
 
+def task_source_modules(task: Task) -> list:
+    """The modules whose code makes `task`'s examples: those defining its class and its bases
+    (lengen.task included), and the modules of the same package they take names from (e.g. a
+    helper `random_expression` imported from a sibling task module)."""
+    modules = [sys.modules[cls.__module__] for cls in type(task).__mro__[:-1]]  # without object
+    for module in list(modules):
+        package = module.__name__.split(".")[0]
+        for value in vars(module).values():
+            name = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
+            if isinstance(name, str) and name.split(".")[0] == package and name in sys.modules:
+                modules.append(sys.modules[name])
+    return list(dict.fromkeys(modules))
+
+
 def task_code_version(task: Task) -> str:
-    """A hash of the source of the modules defining `task`'s class and its bases (lengen.task
-    included): editing a task's `generate` (or `make_example`) gives new cache keys."""
+    """A hash of the source of `task_source_modules(task)`: editing a task's `generate`, a helper
+    it uses, or `Task.make_example` gives new cache keys."""
     sources = []
-    for cls in type(task).__mro__[:-1]:  # without `object`
+    for module in task_source_modules(task):
         try:
-            sources.append(inspect.getsource(sys.modules[cls.__module__]))
-        except (OSError, TypeError, KeyError):  # no source file (e.g. defined in a REPL)
-            sources.append(f"{cls.__module__}.{cls.__qualname__}")
-    return hashlib.sha256("\n".join(dict.fromkeys(sources)).encode()).hexdigest()[:16]
+            sources.append(inspect.getsource(module))
+        except (OSError, TypeError):  # no source file (e.g. defined in a REPL)
+            sources.append(module.__name__)
+    return hashlib.sha256("\n".join(sources).encode()).hexdigest()[:16]
 
 
 def eval_set_checksum(dataset: datasets.Dataset) -> str:

@@ -93,6 +93,7 @@ MODEL_AND_DATA_CASES = {
         ["--data.init_args.test_examples_per_length", "0"],
         ["test_examples_per_length=0"],
     ),
+    "num_workers -1": (["--data.init_args.num_workers", "-1"], ["num_workers=-1", ">= 0"]),
     "lr negative": (["--model.lr", "-0.001"], ["lr=-0.001", "finite number > 0"]),
     "lr zero": (["--model.lr", "0"], ["lr=0", "> 0"]),
     "lr inf": (["--model.lr", "inf"], ["lr=inf", "finite number"]),

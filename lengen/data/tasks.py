@@ -281,6 +281,8 @@ class TaskDataModule(L.LightningDataModule):
             val_examples_per_length=val_examples_per_length,
             test_examples_per_length=test_examples_per_length,
         )
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"TaskDataModule: num_workers={num_workers!r} must be an integer >= 0")
         if not task.min_length <= train_min_length <= train_max_length:
             raise ValueError(
                 f"need {task.min_length} <= train_min_length <= train_max_length for "

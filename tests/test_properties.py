@@ -23,7 +23,8 @@ from lengen.plugins import GROUPS, discover
 from lengen.task import BOS, EOS, SEP
 from lengen_plugins.tasks.scan import commands_by_output_length
 
-SETTINGS = settings(max_examples=12, deadline=None, derandomize=False)
+# No example database: the tests write nothing into the working tree.
+SETTINGS = settings(max_examples=12, deadline=None, database=None)
 
 
 def task(name: str, **arguments):

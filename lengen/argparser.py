@@ -9,5 +9,9 @@ class OneLineArgumentParser(argparse.ArgumentParser):
     """Raises ValueError("<prog>: <message>") instead of printing usage and exiting; the CLI
     prints it as one `lengen: error: ...` line with exit status 2."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["allow_abbrev"] = False  # `--ou x` is an error, not --out
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):
         raise ValueError(f"{self.prog}: {message}")

@@ -24,6 +24,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from lengen.checkpoints import NoCheckpoint, newest_readable_checkpoint
+from lengen.checks import check_creatable_dir, check_run
 
 # Imported so that configs can name the data modules by their short class names.
 from lengen.data.tasks import TaskDataModule  # noqa: F401
@@ -31,7 +32,15 @@ from lengen.data.text import TextDataModule  # noqa: F401
 from lengen.divergence import MODES, Diverged, DivergenceGuard
 from lengen.logger import ClaimingTensorBoardLogger
 from lengen.module import LengenModule
-from lengen.plugins import GROUPS, PluginConflict, available_names, discover, discover_all
+from lengen.plugins import (
+    GROUPS,
+    PluginConflict,
+    available_names,
+    discover,
+    discover_all,
+    failed_plugin_message,
+    plugin_fault,
+)
 from lengen.positional import PositionalEncoding, PositionOutOfRange
 from lengen.provenance import EVALUATION_KEYS, flatten, training_config
 
@@ -41,6 +50,7 @@ PLUGIN_KEYS = {
     "task": GROUPS["tasks"],
     "metrics": GROUPS["metrics"],
     "callbacks": GROUPS["callbacks"],
+    "encoding": GROUPS["positional_encodings"],  # the encoding a wrapper encoding wraps
 }
 
 
@@ -50,26 +60,59 @@ class UsageError(Exception):
 
 def one_line_error(message: str) -> str:
     """Turn jsonargparse's multi-line error into one line; name the choices for a plugin key."""
-    nested = re.search(r"unknown \w+ '[^']*'; available in [^\n]*", message)
+    nested = re.search(
+        r"unknown \w+ '[^']*'; available in [^\n]*|\w+ '[^']*' is installed \(distribution [^\n]*",
+        message,
+    )
     if nested:  # raised by the parser of a nested class (e.g. the task inside data)
         return nested.group(0)
+    keys = re.findall(r'Parser key "([\w.]+)"', message)
+    unknown = re.search(r"Expected a path but \[?'?([\w.]+)", message)
+    not_a_path = re.search(r"Expected a dot import path string: ([\w.]+)", message)
+    name = (not_a_path or unknown).group(1) if (not_a_path or unknown) else None
+    if keys and name and keys[-1].split(".")[-1] in PLUGIN_KEYS:
+        key = keys[-1].split(".")[-1]
+        group = PLUGIN_KEYS[key]
+        failed = failed_plugin_message(group, name, key)
+        if failed:
+            return failed
+        names = ", ".join(available_names(group)) or "none installed"
+        return f"unknown {key} {name!r}; available in {group}: {names}"
+    typed = re.fullmatch(
+        r'Parser key "([\w.]+)":\s*Expected a <class \'(\w+)\'>\. Got value: (.*)', message.strip()
+    )
+    if typed:  # e.g. `--model.lr inf`: jsonargparse refuses non-finite floats on the command line
+        key, kind, value = typed.groups()
+        expected = "a finite number" if kind == "float" else f"a value of type {kind}"
+        return f"{key}={value} is not accepted: expected {expected}"
     union = re.search(r"Union subtypes\n.*?Errors:\n\s*- ([^\n]+)", message, re.DOTALL)
     if union:  # e.g. trainer.callbacks: the first subtype's error is the constructor's message
         return union.group(1)
-    unknown = re.search(r"Expected a path but (\S+) either not accessible", message)
-    keys = re.findall(r'Parser key "([\w.]+)"', message)
-    if unknown and keys:
-        key = keys[-1].split(".")[-1]
-        if key in PLUGIN_KEYS:
-            group = PLUGIN_KEYS[key]
-            names = ", ".join(available_names(group)) or "none installed"
-            return f"unknown {key} {unknown.group(1)!r}; available in {group}: {names}"
-    return " ".join(line.strip(" -") for line in message.splitlines() if line.strip(" -"))
+    lines = [re.sub(r"^- ", "", line.strip()) for line in message.splitlines()]
+    line = " ".join(line for line in lines if line.strip(" -"))  # without jsonargparse's bullets
+    if line.startswith("unrecognized arguments"):
+        line += " (options are spelled in full; `lengen <subcommand> --help` lists them)"
+    return line
+
+
+def plugin_fault_in_chain(error: BaseException | None) -> str | None:
+    """`plugin_fault` of `error` or of the first exception it was raised from that names one."""
+    while error is not None:
+        fault = plugin_fault(error)
+        if fault:
+            return fault
+        error = error.__cause__ or error.__context__
+    return None
 
 
 class LengenArgumentParser(LightningArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["allow_abbrev"] = False  # `--trainer.max_step 7` is an error, not max_steps
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str, ex: Exception | None = None):
-        raise UsageError(one_line_error(message))
+        fault = plugin_fault_in_chain(ex)
+        raise UsageError(fault or one_line_error(message))
 
 
 # Exit status of a run stopped by the divergence guard (2 is bad input).
@@ -126,6 +169,8 @@ class LengenCLI(LightningCLI):
             return
         if self._command_line is None:  # args given as a dict: nothing to re-apply
             return
+        if not Path(config.ckpt_path).is_file():  # reported by lengen/checks.py
+            return
         trained, source = training_config(config.ckpt_path)
         if not trained or not trained.get("model"):
             print(
@@ -165,9 +210,23 @@ class LengenCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as error:  # constructors validate their arguments with one-line errors
-            raise UsageError(one_line_error(str(error))) from error
+            cause = error.__cause__ or error.__context__  # jsonargparse wraps what it builds
+            fault = None if isinstance(cause, ValueError) else plugin_fault_in_chain(cause)
+            raise UsageError(fault or one_line_error(str(error))) from error
+        except Exception as error:  # a plugin's constructor failed: name it and its distribution
+            message = plugin_fault_in_chain(error)
+            if message is None:
+                raise
+            raise UsageError(message) from error
         self.model.run_config = self._run_config
         self.model.command_line = self._command_line
+        if self.subcommand in ("fit", "validate", "test", "predict"):
+            config = self.config[self.subcommand]
+            try:
+                check_creatable_dir(self.trainer.default_root_dir, "trainer.default_root_dir")
+                check_run(self.model, self.datamodule, self.subcommand, config.get("ckpt_path"))
+            except ValueError as error:  # the checks' messages are one line already
+                raise UsageError(str(error)) from error
 
 
 def split_model_args(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -372,6 +431,12 @@ def main(argv: list[str] | None = None) -> None:
     except Diverged as error:
         print(f"lengen: error: {error}", file=sys.stderr)
         sys.exit(EXIT_DIVERGED)
+    except Exception as error:  # a plugin's hook failed inside the run: name the plugin
+        message = plugin_fault(error)
+        if message is None or os.environ.get("LENGEN_TRACEBACK"):
+            raise
+        print(f"lengen: error: {message} (LENGEN_TRACEBACK=1 shows where)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

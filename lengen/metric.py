@@ -45,6 +45,8 @@ class LengthMetric(Metric):
 
     def __init__(self, max_length: int = 4096) -> None:
         super().__init__()
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+            raise ValueError(f"{type(self).__name__}: max_length={max_length!r} must be >= 1")
         self.max_length = max_length
         self.add_state("total", torch.zeros(max_length + 1, dtype=torch.float64), "sum")
         self.add_state("count", torch.zeros(max_length + 1, dtype=torch.float64), "sum")

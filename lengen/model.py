@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lengen.attention import BACKENDS, KERNELS, flex_score, padding_bias, select_backend
+from lengen.checks import require_positive_ints
 from lengen.positional import ModelDims, PositionalEncoding, build_bias
 
 
@@ -160,6 +161,13 @@ class Decoder(nn.Module):
         attention: str = "auto",
     ) -> None:
         super().__init__()
+        require_positive_ints(
+            "Decoder", vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, d_model=d_model
+        )
+        if d_mlp is not None:
+            require_positive_ints("Decoder", d_mlp=d_mlp)
+        if isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"Decoder: dropout={dropout!r} must be a probability in [0, 1)")
         if d_model % n_head:
             raise ValueError(f"d_model={d_model} must be divisible by n_head={n_head}")
         if attention not in BACKENDS:

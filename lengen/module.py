@@ -6,6 +6,7 @@ import copy
 import importlib
 import json
 import math
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -17,6 +18,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from lengen import tb_logging
+from lengen.checks import require_finite
 from lengen.distributed import (
     compute_on_every_rank,
     gather_batches,
@@ -54,6 +56,38 @@ def trained_encoding(checkpoint: dict) -> tuple[str, tuple[str, ...]]:
     return cls.__name__, tuple(getattr(cls, "schedulable", ()))
 
 
+def default_metrics() -> list[LengthMetric]:
+    """Every installed metric plugin with its default arguments; one whose constructor fails is
+    left out with a warning (a broken optional plugin must not break a run that does not ask for
+    it; a run that names it in model.metrics gets the error)."""
+    metrics = []
+    for plugin in discover("lengen.metrics").values():
+        if plugin.error is not None:
+            continue  # already warned about by discover
+        try:
+            metrics.append(plugin.obj())
+        except Exception as error:
+            warnings.warn(
+                f"metric plugin {plugin.name!r} (from distribution {plugin.distribution!r}) left "
+                f"out: its constructor failed: {type(error).__name__}: {error}",
+                stacklevel=2,
+            )
+    return metrics
+
+
+def check_optimizer_arguments(
+    lr: float, weight_decay: float, warmup_steps: int, min_lr_ratio: float
+) -> None:
+    """One-line ValueError for a learning rate, decay, warm-up or floor out of range."""
+    require_finite("LengenModule", "lr", lr, 0.0, low_open=True)
+    require_finite("LengenModule", "weight_decay", weight_decay, 0.0, low_open=False)
+    require_finite("LengenModule", "min_lr_ratio", min_lr_ratio, 0.0, low_open=False)
+    if min_lr_ratio > 1:
+        raise ValueError(f"LengenModule: min_lr_ratio={min_lr_ratio} must lie in [0, 1]")
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ValueError(f"LengenModule: warmup_steps={warmup_steps!r} must be an integer >= 0")
+
+
 class LengenModule(L.LightningModule):
     """A decoder-only Transformer with a pluggable positional encoding.
 
@@ -87,6 +121,7 @@ class LengenModule(L.LightningModule):
         init_from: str | None = None,
     ) -> None:
         super().__init__()
+        check_optimizer_arguments(lr, weight_decay, warmup_steps, min_lr_ratio)
         if init_from is not None and not Path(init_from).is_file():
             raise ValueError(f"init_from={init_from!r} is not a checkpoint file")
         self.init_from = init_from  # not a hyperparameter: load_from_checkpoint must not need it
@@ -105,11 +140,7 @@ class LengenModule(L.LightningModule):
             attention=attention,
         )
         if metrics is None:
-            metrics = [
-                plugin.obj()
-                for plugin in discover("lengen.metrics").values()
-                if plugin.error is None
-            ]
+            metrics = default_metrics()
         self.metrics = nn.ModuleDict(
             {
                 split: nn.ModuleDict({metric.name: copy.deepcopy(metric) for metric in metrics})

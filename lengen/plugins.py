@@ -87,3 +87,49 @@ def discover_all() -> list[Plugin]:
 def available_names(group: str) -> list[str]:
     """Names of the plugins of `group` that loaded."""
     return sorted(name for name, plugin in discover(group).items() if plugin.error is None)
+
+
+def plugin_of_traceback(traceback) -> tuple[Plugin, str] | None:
+    """(plugin, function) of the outermost frame of `traceback` that runs a loaded plugin's code:
+    a method of a plugin class (its `self`), else a function of a plugin's module."""
+    plugins = [p for group in GROUPS for p in discover(GROUPS[group]).values() if p.error is None]
+    by_class = {p.obj: p for p in plugins if isinstance(p.obj, type)}
+    by_module = {}
+    for plugin in plugins:
+        by_module.setdefault(plugin.value.split(":")[0], plugin)
+    while traceback is not None:
+        frame = traceback.tb_frame
+        owner = frame.f_locals.get("self")
+        for cls in type(owner).__mro__ if owner is not None else ():
+            if cls in by_class:
+                return by_class[cls], frame.f_code.co_name
+        module = frame.f_globals.get("__name__")
+        if module in by_module:
+            return by_module[module], frame.f_code.co_name
+        traceback = traceback.tb_next
+    return None
+
+
+def plugin_fault(error: BaseException) -> str | None:
+    """One line naming the plugin (and its distribution) whose code raised `error`, or None."""
+    found = plugin_of_traceback(error.__traceback__)
+    if found is None:
+        return None
+    plugin, function = found
+    where = "constructor" if function == "__init__" else f"{function}()"
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return (
+        f"plugin {plugin.name!r} ({plugin.group}, from distribution {plugin.distribution!r}) "
+        f"failed in its {where}: {type(error).__name__}: {first_line}"
+    )
+
+
+def failed_plugin_message(group: str, name: str, key: str) -> str | None:
+    """One line for a plugin name that is installed but failed to import, or None."""
+    plugin = discover(group).get(name)
+    if plugin is None or plugin.error is None:
+        return None
+    return (
+        f"{key} {name!r} is installed (distribution {plugin.distribution!r}) but failed to "
+        f"import: {plugin.error}; fix or uninstall that distribution"
+    )

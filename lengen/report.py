@@ -27,6 +27,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from lengen.argparser import OneLineArgumentParser
+from lengen.checks import check_creatable_dir
 from lengen.provenance import curriculum_label
 from lengen.summary import effective_length, extrapolation_score
 
@@ -537,6 +538,7 @@ def run_report(argv: list[str]) -> None:
     if not 0.0 <= args.threshold <= 1.0:
         raise ReportError(f"--threshold must lie in [0, 1], got {args.threshold}")
     out = Path(args.out)
+    check_creatable_dir(out, "--out")  # before reading or printing anything
     existing = [name for name in OUTPUT_FILES if (out / name).exists()]
     if existing and not args.overwrite:
         raise ReportError(

@@ -12,11 +12,13 @@ share of the fixed evaluation batches (`ShardedBatches`).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import json
 import os
 import random
 import shutil
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -26,11 +28,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from lengen.checks import require_positive_ints
 from lengen.distributed import rank_and_world_size
 from lengen.metric import EvalBatch
 from lengen.task import PAD, Example, Task
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: key holds the task's code version; rows checksummed
 
 
 def default_cache_dir() -> Path:
@@ -132,6 +135,56 @@ def build_eval_set(
     return datasets.Dataset.from_dict(rows)
 
 
+def task_source_modules(task: Task) -> list:
+    """The modules whose code makes `task`'s examples: those defining its class and its bases
+    (lengen.task included), and the modules of the same package they take names from (e.g. a
+    helper `random_expression` imported from a sibling task module)."""
+    modules = [sys.modules[cls.__module__] for cls in type(task).__mro__[:-1]]  # without object
+    for module in list(modules):
+        package = module.__name__.split(".")[0]
+        for value in vars(module).values():
+            name = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
+            if isinstance(name, str) and name.split(".")[0] == package and name in sys.modules:
+                modules.append(sys.modules[name])
+    return list(dict.fromkeys(modules))
+
+
+def task_code_version(task: Task) -> str:
+    """A hash of the source of `task_source_modules(task)`: editing a task's `generate`, a helper
+    it uses, or `Task.make_example` gives new cache keys."""
+    sources = []
+    for module in task_source_modules(task):
+        try:
+            sources.append(inspect.getsource(module))
+        except (OSError, TypeError):  # no source file (e.g. defined in a REPL)
+            sources.append(module.__name__)
+    return hashlib.sha256("\n".join(sources).encode()).hexdigest()[:16]
+
+
+def eval_set_checksum(dataset: datasets.Dataset) -> str:
+    """sha256 of an evaluation set's rows (prompt, target, length), in order."""
+    rows = dataset.to_dict()
+    digest = hashlib.sha256()
+    for column in ("prompt", "target", "length"):
+        digest.update(json.dumps(rows[column]).encode())
+    return digest.hexdigest()
+
+
+def _load_verified(path: Path, key: dict) -> tuple[datasets.Dataset | None, str]:
+    """(the cached set, "") when it reads back with its key and checksum, else (None, why)."""
+    try:
+        stored = json.loads((path / "lengen_key.json").read_text())
+        checksum = stored.pop("checksum", None)
+        if stored != key:
+            return None, "was written for another key"
+        dataset = datasets.load_from_disk(str(path))
+        if checksum is None or eval_set_checksum(dataset) != checksum:
+            return None, "does not match its checksum (corrupted)"
+        return dataset, ""
+    except Exception as error:  # truncated or missing files, unreadable JSON or arrow data
+        return None, f"is unreadable ({type(error).__name__})"
+
+
 def load_or_build_eval_set(
     task: Task,
     lengths: list[int],
@@ -140,10 +193,16 @@ def load_or_build_eval_set(
     split: str,
     cache_dir: Path,
 ) -> datasets.Dataset:
-    """The cached evaluation set for this key, generated and saved on first use."""
+    """The cached evaluation set for this key, generated and saved on first use.
+
+    The key holds the task's code version (`task_code_version`), so a changed generator never
+    reuses old examples. The set is saved with a checksum of its rows; an entry that is
+    unreadable or does not match its checksum is rebuilt with a warning, never used.
+    """
     key = {
         "format": CACHE_FORMAT_VERSION,
         "task": task.identity(),
+        "code": task_code_version(task),
         "lengths": lengths,
         "examples_per_length": examples_per_length,
         "seed": seed,
@@ -152,11 +211,23 @@ def load_or_build_eval_set(
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir / "eval_sets" / f"{type(task).__name__}-{split}-{digest}"
     if path.exists():
-        return datasets.load_from_disk(str(path))
+        dataset, problem = _load_verified(path, key)
+        if dataset is not None:
+            return dataset
+        warnings.warn(f"cached evaluation set {path} {problem}; rebuilding it", stacklevel=2)
     dataset = build_eval_set(task, lengths, examples_per_length, seed, split)
+    if len(dataset) == 0:
+        raise ValueError(
+            f"the {split} evaluation set of {type(task).__name__} would have no rows "
+            f"(lengths {lengths}, {examples_per_length} examples per length); give at least "
+            "one length and one example per length"
+        )
     partial = path.with_name(path.name + f".partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
     dataset.save_to_disk(str(partial))
-    (partial / "lengen_key.json").write_text(json.dumps(key, indent=2))
+    stored = {**key, "checksum": eval_set_checksum(dataset)}
+    (partial / "lengen_key.json").write_text(json.dumps(stored, indent=2))
+    shutil.rmtree(path, ignore_errors=True)  # a corrupt entry found above
     try:
         partial.rename(path)  # atomic: a concurrent run either sees nothing or the whole set
     except OSError:
@@ -248,6 +319,15 @@ class TaskDataModule(L.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
+        require_positive_ints(
+            "TaskDataModule",
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            val_examples_per_length=val_examples_per_length,
+            test_examples_per_length=test_examples_per_length,
+        )
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"TaskDataModule: num_workers={num_workers!r} must be an integer >= 0")
         if not task.min_length <= train_min_length <= train_max_length:
             raise ValueError(
                 f"need {task.min_length} <= train_min_length <= train_max_length for "

@@ -40,6 +40,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from lengen.checks import require_positive_ints
 from lengen.data.tasks import batches_by_length, default_cache_dir, sharded_loader
 
 WINDOWS = ("n_ctx+1", "n_ctx")
@@ -109,6 +110,26 @@ def collate_eval(rows: list[tuple[torch.Tensor, torch.Tensor]]) -> TextBatch:
         labels=windows[:, 1:].masked_fill(~scored, -100),
         lengths=torch.full((len(rows),), windows.shape[1] - 1),
     )
+
+
+def check_corpus_files(files: list[Path]) -> None:
+    """Every corpus file must exist, be a file, hold at least one byte and be UTF-8 text."""
+    accepted = "give UTF-8 text (.txt) or JSON/JSONL files"
+    for path in files:
+        if not path.exists():
+            raise ValueError(f"corpus file {path} not found; {accepted}")
+        if not path.is_file():
+            raise ValueError(f"corpus file {path} is a directory; {accepted}, not folders")
+        data = path.read_bytes()
+        if not data:
+            raise ValueError(f"corpus file {path} is empty (0 bytes); {accepted}")
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"corpus file {path} is not UTF-8 text (byte {error.start}: "
+                f"{data[error.start : error.start + 1]!r}); {accepted}"
+            ) from None
 
 
 class ByteTokenizer:
@@ -222,6 +243,14 @@ class TextDataModule(L.LightningDataModule):
             raise ValueError(f"eval_mode must be one of {', '.join(EVAL_MODES)}, got {eval_mode!r}")
         if n_ctx < 2:
             raise ValueError(f"n_ctx must be >= 2, got {n_ctx}")
+        require_positive_ints(
+            "TextDataModule",
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            max_tokens=max_tokens,
+            eval_tokens=eval_tokens,
+            **({} if eval_stride is None else {"eval_stride": eval_stride}),
+        )
         eval_multiples = eval_multiples or [1, 2, 4, 8]
         if min(eval_multiples) < 1:
             raise ValueError(f"eval_multiples must be positive integers, got {eval_multiples}")
@@ -238,6 +267,7 @@ class TextDataModule(L.LightningDataModule):
         self.seed = seed
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "datasets"
         self._tokenizer = None
+        self._tokens: torch.Tensor | None = None  # the token stream, once read
         self.eval_items: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     @property
@@ -265,9 +295,7 @@ class TextDataModule(L.LightningDataModule):
                 self.dataset_name, self.dataset_config, split=self.split, cache_dir=cache
             )
         files = self.files or self._default_files()
-        missing = [str(path) for path in files if not path.is_file()]
-        if missing:
-            raise ValueError(f"corpus files not found: {', '.join(missing)}")
+        check_corpus_files(files)
         data_files = [str(path) for path in files]
         if all(path.suffix in (".json", ".jsonl") for path in files):
             return datasets.load_dataset(
@@ -291,6 +319,38 @@ class TextDataModule(L.LightningDataModule):
 
     def token_stream(self) -> torch.Tensor:
         """(N,) the corpus as one token stream, tokenised once (cached by `datasets`)."""
+        if self._tokens is None:
+            self._tokens = self._read_token_stream()
+        return self._tokens
+
+    def check_input(self, stage: str) -> None:
+        """Read the corpus and check it fills the training windows and the evaluation contexts
+        (called by the CLI before the run starts); ValueError naming what is missing."""
+        self.split_tokens(self.token_stream())
+
+    def split_tokens(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(train, val, test) token streams; ValueError when one is too short for its windows."""
+        num_heldout = int(len(tokens) * self.val_fraction)
+        train, heldout = tokens[: len(tokens) - num_heldout], tokens[len(tokens) - num_heldout :]
+        half = len(heldout) // 2
+        val, test = heldout[:half][: self.eval_tokens], heldout[half:][: self.eval_tokens]
+        window = self.n_ctx + 1 if self.window == "n_ctx+1" else self.n_ctx
+        train_need = (self.batch_size - 1) * self.n_ctx + window  # one full batch of windows
+        eval_need = max(self.eval_multiples) * self.n_ctx + 1
+        # The smallest corpus whose held-out halves hold eval_need tokens each (roughly).
+        corpus_need = max(train_need + 2 * eval_need, math.ceil(2 * eval_need / self.val_fraction))
+        if len(train) < train_need or min(len(val), len(test)) < eval_need:
+            raise ValueError(
+                f"the corpus has {len(tokens)} tokens: {len(train)} for training (one batch of "
+                f"batch_size={self.batch_size} windows of n_ctx={self.n_ctx} needs {train_need}), "
+                f"{len(val)} and {len(test)} held out for val and test (val_fraction="
+                f"{self.val_fraction}; contexts up to {max(self.eval_multiples)} x n_ctx need "
+                f"{eval_need} each); give a corpus of at least about {corpus_need} tokens, or "
+                "lower n_ctx, batch_size or eval_multiples"
+            )
+        return train, val, test
+
+    def _read_token_stream(self) -> torch.Tensor:
         documents = self._load_documents()
         if self.text_field not in documents.column_names:
             raise ValueError(
@@ -311,16 +371,13 @@ class TextDataModule(L.LightningDataModule):
         return torch.tensor(ids, dtype=torch.long)
 
     def setup(self, stage: str) -> None:
-        tokens = self.token_stream()
-        num_heldout = int(len(tokens) * self.val_fraction)
-        train, heldout = tokens[:-num_heldout], tokens[-num_heldout:]
+        train, val, test = self.split_tokens(self.token_stream())
         if self.window == "n_ctx+1":
             self.train_windows = pack_windows(train, self.n_ctx)  # (N, n_ctx + 1)
         else:
             self.train_windows = chop_windows(train, self.n_ctx)  # (N, n_ctx): n_ctx - 1 inputs
-        half = len(heldout) // 2
-        for split, part in (("val", heldout[:half]), ("test", heldout[half:])):
-            self.eval_items[split] = self._eval_items(part[: self.eval_tokens])
+        for split, part in (("val", val), ("test", test)):
+            self.eval_items[split] = self._eval_items(part)
 
     def _eval_items(self, tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(window of C + 1 tokens, scored mask (C,)) for each evaluation context C."""

@@ -21,6 +21,8 @@ class PositionLoss(LengthMetric):
 
     def __init__(self, max_length: int = 4096, context_length: int | None = None) -> None:
         super().__init__(max_length)
+        if context_length is not None and context_length < 1:
+            raise ValueError(f"PositionLoss: context_length={context_length} must be >= 1 or null")
         self.context_length = context_length
 
     def accepts(self, batch) -> bool:

@@ -23,8 +23,9 @@ import yaml
 EVALUATION_KEYS = ("metrics", "init_from", "vocab_size")
 
 
-# Callbacks that do not change training: left out of the curriculum label.
-NON_CURRICULUM = ("lightning.", "AttentionAnalysis", "GradientVarianceMonitor")
+# Callbacks that do not change training (Lightning's, lengen's own such as the divergence guard,
+# monitoring plugins): left out of the curriculum label.
+NON_CURRICULUM = ("lightning.", "lengen.", "AttentionAnalysis", "GradientVarianceMonitor")
 
 
 def _short_name(class_path: str) -> str:

@@ -29,6 +29,7 @@ from lengen.cli import main
 from lengen.data.tasks import ShardedBatches, TaskDataModule, batches_by_length
 from lengen.distributed import compute_on_every_rank
 from lengen.metric import BatchWeightedMean
+from lengen.tb_logging import length_tag
 from lengen_plugins.tasks.copy import Copy
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*args parameter is intended")  # main(args)
@@ -133,6 +134,26 @@ def scalars(log_dir: Path) -> dict[str, float]:
     return {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"]}
 
 
+def logged_test_scalars(fit_dir: Path) -> dict[str, list[float]]:
+    """{tag: values} of the test scalars that `lengen test` added to the training run's folder."""
+    events = EventAccumulator(str(fit_dir))
+    events.Reload()
+    return {
+        tag: [event.value for event in events.Scalars(tag)]
+        for tag in events.Tags()["scalars"]
+        if tag.startswith("test/")
+    }
+
+
+def assert_two_equal_test_runs(fit_dir: Path) -> None:
+    """The DDP and the one-process test each logged every test scalar once, with equal values."""
+    logged = logged_test_scalars(fit_dir)
+    assert logged
+    for tag, values in logged.items():
+        assert len(values) == 2, tag
+        assert values[0] == pytest.approx(values[1], rel=1e-6, abs=1e-6), tag
+
+
 def version(root: Path, run: str) -> Path:
     (log_dir,) = (root / run / "lightning_logs").iterdir()  # one run, one version folder
     return log_dir
@@ -220,8 +241,8 @@ def test_task_fit_under_ddp_validates_and_trains_each_rank_on_its_own_stream(tas
     logged = scalars(version(task_run.root, "fit"))
     assert "train/loss" in logged and "val/loss" in logged
     # 3 validation examples per length, each counted once over both ranks (2 batches + 1).
-    assert {tag: logged[tag] for tag in logged if "example_count" in tag} == {
-        f"val/example_count/length_{length}": 3.0 for length in (2, 4, 6)
+    assert {tag: logged[tag] for tag in logged if tag.startswith("val/example_count")} == {
+        length_tag("val", "example_count", length): 3.0 for length in (2, 4, 6)
     }
     assert_ranks_trained_apart_and_logged_global_losses(task_run.root)
 
@@ -232,7 +253,8 @@ def test_task_test_under_ddp_equals_one_process(task_run):
     ddp, single = results(ddp_dir), results(one_dir)
     assert single["example_count"] == {"2": 5.0, "4": 5.0, "6": 5.0}  # every example once
     assert_same_metrics(ddp, single, exact=("example_count", "exact_match"))
-    assert_same_scalars(scalars(ddp_dir), scalars(one_dir), "test/")  # global logged values
+    # Global logged values: both tests log into the training run's folder at its step.
+    assert_two_equal_test_runs(version(task_run.root, "fit"))
     # Rank 0 alone wrote the outputs and printed the table.
     assert sorted(path.name for path in ddp_dir.iterdir() if path.suffix in (".json", ".png")) == [
         "metrics_vs_length.png",
@@ -258,7 +280,7 @@ def test_task_validate_with_a_rank_without_batches(task_run):
     ddp_dir, _ = run(task_run, "validate", "validate_ddp", *extra)
     one_dir = run_one_process(task_run, "validate", "validate_one", *extra)
     ddp, single = scalars(ddp_dir), scalars(one_dir)
-    assert ddp["val/example_count/length_4"] == 3.0
+    assert ddp[length_tag("val", "example_count", 4)] == 3.0
     assert_same_scalars(ddp, single, "val/")
 
 
@@ -291,13 +313,13 @@ def test_text_test_and_validate_under_ddp_equal_one_process(text_run):
     ddp, single = results(ddp_dir), results(one_dir)
     assert single["example_count"] == {"16": 7.0, "32": 3.0}
     assert_same_metrics(ddp, single, exact=("example_count",))
-    assert_same_scalars(scalars(ddp_dir), scalars(one_dir), "test/")
+    assert_two_equal_test_runs(version(text_run.root, "fit"))
     assert only_rank_zero_printed(ddp_out, "results: ")
     every_batch = ["--trainer.limit_val_batches", "1.0"]
     ddp_dir, _ = run(text_run, "validate", "validate_ddp", *every_batch)
     one_dir = run_one_process(text_run, "validate", "validate_one", *every_batch)
     ddp = scalars(ddp_dir)
-    assert ddp["val/example_count/length_16"] == 7.0  # the val half holds 120 tokens too
+    assert ddp[length_tag("val", "example_count", 16)] == 7.0  # the val half holds 120 tokens too
     assert_same_scalars(ddp, scalars(one_dir), "val/")
 
 

@@ -53,6 +53,9 @@ def trained_encoding(checkpoint: dict) -> tuple[str, tuple[str, ...]]:
 class LengenModule(L.LightningModule):
     """A decoder-only Transformer with a pluggable positional encoding.
 
+    Architecture: `norm` (layernorm | rmsnorm), `mlp` (gelu | swiglu), `bias` (biases in the
+    blocks' linear layers) and `tie_embeddings`, as documented on `Decoder`.
+
     Optimiser: AdamW with `lr`, `weight_decay`; the learning rate warms up linearly over
     `warmup_steps` and then follows a cosine down to `min_lr_ratio * lr` at `trainer.max_steps`
     (constant when max_steps is not set). `metrics`: per-length metric plugins; None means every
@@ -75,6 +78,9 @@ class LengenModule(L.LightningModule):
         dropout: float = 0.0,
         tie_embeddings: bool = True,
         attention: str = "auto",
+        norm: str = "layernorm",
+        mlp: str = "gelu",
+        bias: bool = False,
         lr: float = 1e-3,
         weight_decay: float = 0.1,
         warmup_steps: int = 100,
@@ -97,6 +103,9 @@ class LengenModule(L.LightningModule):
             dropout=dropout,
             tie_embeddings=tie_embeddings,
             attention=attention,
+            norm=norm,
+            mlp=mlp,
+            bias=bias,
         )
         if metrics is None:
             metrics = [

@@ -237,6 +237,14 @@ def main(argv: list[str] | None = None) -> None:
             except ValueError as error:
                 raise UsageError(str(error)) from error
             return
+        if args[:1] == ["export"]:
+            from lengen.export import main as export_main  # transformers only when asked for
+
+            try:
+                export_main(args[1:])
+            except ValueError as error:  # NotExportable included
+                raise UsageError(str(error)) from error
+            return
         if args[:1] == ["tune"]:
             from lengen.tune import tune  # matplotlib and the trial machinery only when asked
 

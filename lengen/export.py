@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from lengen.argparser import OneLineArgumentParser
-from lengen.model import NORM_EPS, Decoder
+from lengen.model import Decoder
 
 ROPE_TYPES = {  # lengen class name -> transformers rope_type
     "RoPE": "default",
@@ -142,7 +142,7 @@ def _llama(module, arch: dict, max_positions: int):
         head_dim=head_dim,
         hidden_act="silu",
         max_position_embeddings=max_positions,
-        rms_norm_eps=NORM_EPS,
+        rms_norm_eps=module.decoder.ln_final.eps,
         tie_word_embeddings=arch["tie"],
         attention_bias=arch["bias"],
         mlp_bias=arch["bias"],
@@ -204,7 +204,7 @@ def _gpt2(module, arch: dict):
         n_head=arch["n_head"],
         n_inner=arch["d_mlp"],
         activation_function="gelu",  # exact GELU (transformers' "gelu_new" is the tanh one)
-        layer_norm_epsilon=NORM_EPS,
+        layer_norm_epsilon=module.decoder.ln_final.eps,
         tie_word_embeddings=arch["tie"],
         resid_pdrop=0.0,
         embd_pdrop=0.0,

@@ -103,14 +103,14 @@ class CausalSelfAttention(nn.Module):
 
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
-NORM_EPS = 1e-5  # LayerNorm's default; RMSNorm uses the same
+NORM_EPS = 1e-5  # LayerNorm's default; RMSNorm uses the same unless told
 
 
-def make_norm(norm: str, d_model: int) -> nn.Module:
-    """ "layernorm": nn.LayerNorm (scale and bias); "rmsnorm": nn.RMSNorm (scale only)."""
+def make_norm(norm: str, d_model: int, eps: float = NORM_EPS) -> nn.Module:
+    """A "layernorm" (nn.LayerNorm: scale and bias) or "rmsnorm" (nn.RMSNorm: scale only)."""
     if norm == "layernorm":
-        return nn.LayerNorm(d_model, eps=NORM_EPS)
-    return nn.RMSNorm(d_model, eps=NORM_EPS)
+        return nn.LayerNorm(d_model, eps=eps)
+    return nn.RMSNorm(d_model, eps=eps)
 
 
 class MLP(nn.Module):
@@ -153,11 +153,12 @@ class Block(nn.Module):
         norm: str = "layernorm",
         mlp: str = "gelu",
         bias: bool = False,
+        norm_eps: float = NORM_EPS,
     ) -> None:
         super().__init__()
-        self.ln_attn = make_norm(norm, d_model)
+        self.ln_attn = make_norm(norm, d_model, norm_eps)
         self.attn = CausalSelfAttention(d_model, n_head, dropout, bias)
-        self.ln_mlp = make_norm(norm, d_model)
+        self.ln_mlp = make_norm(norm, d_model, norm_eps)
         self.mlp = (MLP if mlp == "gelu" else SwiGLU)(d_model, d_mlp, dropout, bias)
 
     def forward(
@@ -185,7 +186,7 @@ class Decoder(nn.Module):
     `self.backend`.
 
     Architecture (defaults: GPT-2-like with bias-free linears): `norm` "layernorm" (scale and
-    bias) or "rmsnorm" (scale only), both eps 1e-5, before attention, MLP and the LM head;
+    bias) or "rmsnorm" (scale only), both with `norm_eps`, before attention, MLP and the LM head;
     `mlp` "gelu" (exact GELU, d_mlp hidden units) or "swiglu" (gate and up, each d_mlp wide);
     `bias` adds biases to every linear layer of the blocks (never to the LM head; norms keep
     their own); `tie_embeddings` shares the token embedding with the LM head.
@@ -205,6 +206,7 @@ class Decoder(nn.Module):
         norm: str = "layernorm",
         mlp: str = "gelu",
         bias: bool = False,
+        norm_eps: float = NORM_EPS,
     ) -> None:
         super().__init__()
         if norm not in NORMS:
@@ -231,10 +233,10 @@ class Decoder(nn.Module):
         self.pos_encoding = pos_encoding
         pos_encoding.bind(ModelDims(d_model=d_model, n_head=n_head, head_dim=d_model // n_head))
         self.blocks = nn.ModuleList(
-            Block(d_model, n_head, d_mlp or 4 * d_model, dropout, norm, mlp, bias)
+            Block(d_model, n_head, d_mlp or 4 * d_model, dropout, norm, mlp, bias, norm_eps)
             for _ in range(n_layer)
         )
-        self.ln_final = make_norm(norm, d_model)
+        self.ln_final = make_norm(norm, d_model, norm_eps)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         # The encoding initialises its own parameters.
         for module in (self.token_embedding, self.blocks, self.lm_head):

@@ -65,6 +65,11 @@ class LengenModule(L.LightningModule):
     every tensor whose name and shape match is loaded, the rest (the new encoding's own parameters
     and buffers) keep their initialisation, and one line reports what was not loaded or not used.
     Applied in `setup("fit")`, so resuming with `--ckpt_path` still restores the full checkpoint.
+
+    `hf_checkpoint`: a `transformers` Llama-family folder (Llama, Qwen2, Mistral without sliding
+    window; see lengen/hf_import.py) whose config replaces the architecture arguments and whose
+    weights are loaded at construction (so fit, validate, test and predict all start from them),
+    under the positional encoding given here.
     """
 
     def __init__(
@@ -81,32 +86,44 @@ class LengenModule(L.LightningModule):
         norm: str = "layernorm",
         mlp: str = "gelu",
         bias: bool = False,
+        norm_eps: float = 1e-5,
         lr: float = 1e-3,
         weight_decay: float = 0.1,
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
         metrics: list[LengthMetric] | None = None,
         init_from: str | None = None,
+        hf_checkpoint: str | None = None,
     ) -> None:
         super().__init__()
         if init_from is not None and not Path(init_from).is_file():
             raise ValueError(f"init_from={init_from!r} is not a checkpoint file")
         self.init_from = init_from  # not a hyperparameter: load_from_checkpoint must not need it
-        self.save_hyperparameters(ignore=["init_from"])
-        self.decoder = Decoder(
+        self.save_hyperparameters(ignore=["init_from", "hf_checkpoint"])
+        architecture = dict(
             vocab_size=vocab_size,
-            pos_encoding=pos_encoding,
             n_layer=n_layer,
             n_head=n_head,
             d_model=d_model,
             d_mlp=d_mlp,
-            dropout=dropout,
             tie_embeddings=tie_embeddings,
-            attention=attention,
             norm=norm,
             mlp=mlp,
             bias=bias,
+            norm_eps=norm_eps,
         )
+        if hf_checkpoint is not None:  # the transformers config decides the architecture
+            from lengen.hf_import import hf_architecture
+
+            architecture.update(hf_architecture(hf_checkpoint))
+            self.hparams.update(architecture)  # so load_from_checkpoint needs no folder
+        self.decoder = Decoder(
+            pos_encoding=pos_encoding, dropout=dropout, attention=attention, **architecture
+        )
+        if hf_checkpoint is not None:
+            from lengen.hf_import import load_hf_weights
+
+            print(load_hf_weights(self.decoder, hf_checkpoint))
         if metrics is None:
             metrics = [
                 plugin.obj()

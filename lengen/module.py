@@ -115,7 +115,14 @@ class LengenModule(L.LightningModule):
         if hf_checkpoint is not None:  # the transformers config decides the architecture
             from lengen.hf_import import hf_architecture
 
-            architecture.update(hf_architecture(hf_checkpoint))
+            imported = hf_architecture(hf_checkpoint)
+            if vocab_size > imported["vocab_size"]:  # e.g. linked from the data's tokenizer
+                raise ValueError(
+                    f"vocab_size={vocab_size} (the data's tokenizer) is larger than the vocabulary "
+                    f"of hf_checkpoint {hf_checkpoint} ({imported['vocab_size']}); use its "
+                    f"tokenizer (--data.init_args.tokenizer {hf_checkpoint})"
+                )
+            architecture.update(imported)
             self.hparams.update(architecture)  # so load_from_checkpoint needs no folder
         self.decoder = Decoder(
             pos_encoding=pos_encoding, dropout=dropout, attention=attention, **architecture

@@ -4,6 +4,11 @@ inside and beyond their trained length. Extra: parity (`transformers`)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -20,6 +25,7 @@ from transformers import (  # noqa: E402
     Qwen2ForCausalLM,
 )
 
+from lengen.export import byte_tokenizer  # noqa: E402
 from lengen.module import LengenModule  # noqa: E402
 from lengen_plugins.positional_encodings.rope import RoPE  # noqa: E402
 from lengen_plugins.positional_encodings.rope_scaling import RoPELinear, YaRN  # noqa: E402
@@ -100,7 +106,9 @@ def save_random(model_class, config, folder) -> torch.nn.Module:
 def test_imported_model_gives_transformers_logits(tmp_path, name, model_class, make_config,
                                                   make_encoding):  # fmt: skip
     reference = save_random(model_class, make_config(), tmp_path / "hf")
-    module = LengenModule(make_encoding(), hf_checkpoint=str(tmp_path / "hf"), metrics=[]).eval()
+    module = LengenModule(
+        make_encoding(), hf_checkpoint=str(tmp_path / "hf"), vocab_size=VOCAB, metrics=[]
+    ).eval()
     assert module.hparams.norm == "rmsnorm" and module.hparams.mlp == "swiglu"
     assert module.hparams.vocab_size == VOCAB and module.hparams.d_model == 32
     torch.manual_seed(1)
@@ -127,3 +135,42 @@ def test_unsupported_checkpoints_are_refused(tmp_path):
         LengenModule(RoPE(), hf_checkpoint=str(tmp_path / "g"), metrics=[])
     with pytest.raises(ValueError, match="is not a transformers folder \\(no config.json\\)"):
         LengenModule(RoPE(), hf_checkpoint=str(tmp_path), metrics=[])
+
+
+def lengen_cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    script = os.path.join(os.path.dirname(sys.executable), "lengen")
+    return subprocess.run([script, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_cli_evaluates_an_imported_model_with_its_tokenizer(tmp_path):
+    """`lengen test` on a transformers folder (byte tokenizer beside it), no lengen checkpoint."""
+    config = LlamaConfig(**{**SIZES, "vocab_size": 256}, **rope(10000.0))
+    save_random(LlamaForCausalLM, config, tmp_path / "hf")
+    byte_tokenizer().save_pretrained(tmp_path / "hf")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+    common = [
+        "--model.pos_encoding", "RoPELinear", "--model.pos_encoding.init_args.scale", "2",
+        "--model.hf_checkpoint", str(tmp_path / "hf"), "--model.metrics", "[Perplexity]",
+        "--data", "TextDataModule", "--data.init_args.files", f"[{corpus}]",
+        "--data.init_args.n_ctx", "16", "--data.init_args.eval_multiples", "[1, 2]",
+        "--data.init_args.eval_tokens", "256", "--data.init_args.cache_dir", str(tmp_path / "c"),
+        "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    result = lengen_cli("test", *common, "--data.init_args.tokenizer", str(tmp_path / "hf"),
+                        cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "lengen: hf_checkpoint" in result.stdout and "loaded llama" in result.stdout
+    (results,) = (tmp_path / "runs").rglob("results.json")
+    perplexity = json.loads(results.read_text())["metrics"]["perplexity"]
+    assert set(perplexity) == {"16", "32"} and all(v > 1 for v in perplexity.values())
+
+    small = LlamaConfig(**SIZES, **rope(10000.0))  # 61 tokens: too few for byte data (256)
+    save_random(LlamaForCausalLM, small, tmp_path / "small")
+    common[common.index(str(tmp_path / "hf"))] = str(tmp_path / "small")
+    result = lengen_cli("test", *common, cwd=tmp_path)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("lengen: error")]
+    assert errors == [result.stderr.strip().splitlines()[-1]]  # one line, last, no traceback
+    assert errors[0].startswith("lengen: error: vocab_size=256 (the data's tokenizer)")

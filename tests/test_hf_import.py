@@ -25,7 +25,7 @@ from transformers import (  # noqa: E402
     Qwen2ForCausalLM,
 )
 
-from lengen.export import byte_tokenizer  # noqa: E402
+from lengen.export import byte_tokenizer, to_transformers  # noqa: E402
 from lengen.module import LengenModule  # noqa: E402
 from lengen_plugins.positional_encodings.rope import RoPE  # noqa: E402
 from lengen_plugins.positional_encodings.rope_scaling import RoPELinear, YaRN  # noqa: E402
@@ -174,3 +174,17 @@ def test_cli_evaluates_an_imported_model_with_its_tokenizer(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("lengen: error")]
     assert errors == [result.stderr.strip().splitlines()[-1]]  # one line, last, no traceback
     assert errors[0].startswith("lengen: error: vocab_size=256 (the data's tokenizer)")
+
+
+def test_import_then_export_round_trips(tmp_path):
+    """Qwen2 (grouped-query, q/k/v biases) -> lengen -> `lengen export` as Llama: same logits."""
+    config = Qwen2Config(**SIZES, num_key_value_heads=2, tie_word_embeddings=False, **rope(900.0))
+    reference = save_random(Qwen2ForCausalLM, config, tmp_path / "qwen2")
+    module = LengenModule(
+        RoPE(base=900.0), hf_checkpoint=str(tmp_path / "qwen2"), vocab_size=VOCAB, metrics=[]
+    ).eval()
+    exported = to_transformers(module)
+    assert exported.config.model_type == "llama" and exported.config.attention_bias
+    ids = torch.randint(0, VOCAB, (2, 3 * MAX_POSITIONS))
+    with torch.no_grad():
+        torch.testing.assert_close(exported(ids).logits, reference(ids).logits, rtol=0, atol=1e-5)

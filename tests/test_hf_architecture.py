@@ -113,3 +113,28 @@ def test_a_few_training_steps_lower_the_loss(norm, mlp, bias):
         losses.append(loss.item())
     assert all(p.grad is not None for p in module.decoder.parameters())
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize(
+    "encoding", [RoPE, lambda: Learned(max_length=32)], ids=["RoPE", "Learned"]
+)
+def test_padding_and_cached_decoding_hold_with_every_option(encoding):
+    """Left padding gives the unpadded logits; cached one-token steps give the full forward's."""
+    torch.manual_seed(0)
+    model = Decoder(
+        VOCAB, encoding(), n_layer=2, n_head=N_HEAD, d_model=D_MODEL, d_mlp=24,
+        norm="rmsnorm", mlp="swiglu", bias=True, tie_embeddings=False, attention="sdpa",
+    ).double().eval()  # fmt: skip
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.3)
+        sequence = torch.randint(0, VOCAB, (1, 12))
+        full = model(sequence)  # (1, 12, V)
+        padded = torch.cat((torch.zeros(1, 3, dtype=torch.long), sequence[:, :8]), dim=1)
+        mask = torch.cat((torch.zeros(1, 3), torch.ones(1, 8)), dim=1)
+        torch.testing.assert_close(model(padded, attention_mask=mask)[:, 3:], full[:, :8])
+        cache = model.new_cache()
+        steps = [model(padded, attention_mask=mask, cache=cache)[:, -1]]
+        for t in range(8, 12):
+            steps.append(model(sequence[:, t : t + 1], cache=cache)[:, -1])
+        torch.testing.assert_close(torch.stack(steps, dim=1), full[:, 7:])

@@ -1,6 +1,6 @@
 """The `lengen` command: LightningCLI's fit, validate, test and predict, plus `lengen plugins`,
-`lengen report` (lengen/report.py), `lengen heatmap` (lengen/heatmap.py) and `lengen tune`
-(lengen/tune.py).
+`lengen report` (lengen/report.py), `lengen heatmap` (lengen/heatmap.py), `lengen tune`
+(lengen/tune.py) and `lengen export` (lengen/export.py).
 
 Every plugin is imported before parsing, so short class names (`pos_encoding: RoPE`) resolve. Bad
 input exits non-zero with one line on stderr, no traceback.

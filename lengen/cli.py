@@ -1,6 +1,6 @@
 """The `lengen` command: LightningCLI's fit, validate, test and predict, plus `lengen plugins`,
-`lengen report` (lengen/report.py), `lengen heatmap` (lengen/heatmap.py) and `lengen tune`
-(lengen/tune.py).
+`lengen report` (lengen/report.py), `lengen heatmap` (lengen/heatmap.py), `lengen tune`
+(lengen/tune.py) and `lengen export` (lengen/export.py).
 
 Every plugin is imported before parsing, so short class names (`pos_encoding: RoPE`) resolve. Bad
 input exits non-zero with one line on stderr, no traceback.
@@ -400,6 +400,14 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 heatmap_main(args[1:])
             except ValueError as error:
+                raise UsageError(str(error)) from error
+            return
+        if args[:1] == ["export"]:
+            from lengen.export import main as export_main  # transformers only when asked for
+
+            try:
+                export_main(args[1:])
+            except ValueError as error:  # NotExportable included
                 raise UsageError(str(error)) from error
             return
         if args[:1] == ["tune"]:

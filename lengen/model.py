@@ -65,11 +65,11 @@ class KVCache:
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_head: int, dropout: float) -> None:
+    def __init__(self, d_model: int, n_head: int, dropout: float, bias: bool = False) -> None:
         super().__init__()
         self.n_head = n_head
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.proj = nn.Linear(d_model, d_model, bias=False)
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)  # q, k, v in this order
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
         self.dropout = dropout
 
     def forward(
@@ -102,26 +102,65 @@ class CausalSelfAttention(nn.Module):
         return F.dropout(self.proj(y), self.dropout, self.training)
 
 
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "swiglu")
+NORM_EPS = 1e-5  # LayerNorm's default; RMSNorm uses the same unless told
+
+
+def make_norm(norm: str, d_model: int, eps: float = NORM_EPS) -> nn.Module:
+    """A "layernorm" (nn.LayerNorm: scale and bias) or "rmsnorm" (nn.RMSNorm: scale only)."""
+    if norm == "layernorm":
+        return nn.LayerNorm(d_model, eps=eps)
+    return nn.RMSNorm(d_model, eps=eps)
+
+
 class MLP(nn.Module):
-    def __init__(self, d_model: int, d_mlp: int, dropout: float) -> None:
+    """down(gelu(up(x))), exact (erf) GELU."""
+
+    def __init__(self, d_model: int, d_mlp: int, dropout: float, bias: bool = False) -> None:
         super().__init__()
-        self.up = nn.Linear(d_model, d_mlp, bias=False)
-        self.down = nn.Linear(d_mlp, d_model, bias=False)
+        self.up = nn.Linear(d_model, d_mlp, bias=bias)
+        self.down = nn.Linear(d_mlp, d_model, bias=bias)
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.dropout(self.down(F.gelu(self.up(x))), self.dropout, self.training)
 
 
-class Block(nn.Module):
-    """Pre-norm block: x + attn(ln(x)), then x + mlp(ln(x))."""
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x)) (Shazeer 2020, as in Llama); d_mlp hidden units."""
 
-    def __init__(self, d_model: int, n_head: int, d_mlp: int, dropout: float) -> None:
+    def __init__(self, d_model: int, d_mlp: int, dropout: float, bias: bool = False) -> None:
         super().__init__()
-        self.ln_attn = nn.LayerNorm(d_model)
-        self.attn = CausalSelfAttention(d_model, n_head, dropout)
-        self.ln_mlp = nn.LayerNorm(d_model)
-        self.mlp = MLP(d_model, d_mlp, dropout)
+        self.gate = nn.Linear(d_model, d_mlp, bias=bias)
+        self.up = nn.Linear(d_model, d_mlp, bias=bias)
+        self.down = nn.Linear(d_mlp, d_model, bias=bias)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = F.silu(self.gate(x)) * self.up(x)  # (B, T, d_mlp)
+        return F.dropout(self.down(hidden), self.dropout, self.training)
+
+
+class Block(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_head: int,
+        d_mlp: int,
+        dropout: float,
+        norm: str = "layernorm",
+        mlp: str = "gelu",
+        bias: bool = False,
+        norm_eps: float = NORM_EPS,
+    ) -> None:
+        super().__init__()
+        self.ln_attn = make_norm(norm, d_model, norm_eps)
+        self.attn = CausalSelfAttention(d_model, n_head, dropout, bias)
+        self.ln_mlp = make_norm(norm, d_model, norm_eps)
+        self.mlp = (MLP if mlp == "gelu" else SwiGLU)(d_model, d_mlp, dropout, bias)
 
     def forward(
         self, x, positions, pos_encoding, bias, attention, cache=None, layer=0, key_mask=None
@@ -146,6 +185,12 @@ class Decoder(nn.Module):
     The kernel is stored as `self.attention`, a callable (query, key, value, bias, dropout_p);
     it may be swapped (e.g. to record attention maps) and receives the bias format of
     `self.backend`.
+
+    Architecture (defaults: GPT-2-like with bias-free linears): `norm` "layernorm" (scale and
+    bias) or "rmsnorm" (scale only), both with `norm_eps`, before attention, MLP and the LM head;
+    `mlp` "gelu" (exact GELU, d_mlp hidden units) or "swiglu" (gate and up, each d_mlp wide);
+    `bias` adds biases to every linear layer of the blocks (never to the LM head; norms keep
+    their own); `tie_embeddings` shares the token embedding with the LM head.
     """
 
     def __init__(
@@ -159,6 +204,10 @@ class Decoder(nn.Module):
         dropout: float = 0.0,
         tie_embeddings: bool = True,
         attention: str = "auto",
+        norm: str = "layernorm",
+        mlp: str = "gelu",
+        bias: bool = False,
+        norm_eps: float = NORM_EPS,
     ) -> None:
         super().__init__()
         require_positive_ints(
@@ -168,6 +217,10 @@ class Decoder(nn.Module):
             require_positive_ints("Decoder", d_mlp=d_mlp)
         if isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"Decoder: dropout={dropout!r} must be a probability in [0, 1)")
+        if norm not in NORMS:
+            raise ValueError(f"norm={norm!r} is not one of {', '.join(NORMS)}")
+        if mlp not in MLPS:
+            raise ValueError(f"mlp={mlp!r} is not one of {', '.join(MLPS)}")
         if d_model % n_head:
             raise ValueError(f"d_model={d_model} must be divisible by n_head={n_head}")
         if attention not in BACKENDS:
@@ -188,9 +241,10 @@ class Decoder(nn.Module):
         self.pos_encoding = pos_encoding
         pos_encoding.bind(ModelDims(d_model=d_model, n_head=n_head, head_dim=d_model // n_head))
         self.blocks = nn.ModuleList(
-            Block(d_model, n_head, d_mlp or 4 * d_model, dropout) for _ in range(n_layer)
+            Block(d_model, n_head, d_mlp or 4 * d_model, dropout, norm, mlp, bias, norm_eps)
+            for _ in range(n_layer)
         )
-        self.ln_final = nn.LayerNorm(d_model)
+        self.ln_final = make_norm(norm, d_model, norm_eps)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         # The encoding initialises its own parameters.
         for module in (self.token_embedding, self.blocks, self.lm_head):
@@ -202,6 +256,8 @@ class Decoder(nn.Module):
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
 
     def new_cache(self) -> KVCache:
         """An empty KV cache; raises ValueError if the encoding declares it cannot be cached."""

@@ -91,6 +91,9 @@ def check_optimizer_arguments(
 class LengenModule(L.LightningModule):
     """A decoder-only Transformer with a pluggable positional encoding.
 
+    Architecture: `norm` (layernorm | rmsnorm), `mlp` (gelu | swiglu), `bias` (biases in the
+    blocks' linear layers) and `tie_embeddings`, as documented on `Decoder`.
+
     Optimiser: AdamW with `lr`, `weight_decay`; the learning rate warms up linearly over
     `warmup_steps` and then follows a cosine down to `min_lr_ratio * lr` at `trainer.max_steps`
     (constant when max_steps is not set). `metrics`: per-length metric plugins; None means every
@@ -100,6 +103,11 @@ class LengenModule(L.LightningModule):
     every tensor whose name and shape match is loaded, the rest (the new encoding's own parameters
     and buffers) keep their initialisation, and one line reports what was not loaded or not used.
     Applied in `setup("fit")`, so resuming with `--ckpt_path` still restores the full checkpoint.
+
+    `hf_checkpoint`: a `transformers` Llama-family folder (Llama, Qwen2, Mistral without sliding
+    window; see lengen/hf_import.py) whose config replaces the architecture arguments and whose
+    weights are loaded at construction (so fit, validate, test and predict all start from them),
+    under the positional encoding given here.
     """
 
     def __init__(
@@ -113,12 +121,17 @@ class LengenModule(L.LightningModule):
         dropout: float = 0.0,
         tie_embeddings: bool = True,
         attention: str = "auto",
+        norm: str = "layernorm",
+        mlp: str = "gelu",
+        bias: bool = False,
+        norm_eps: float = 1e-5,
         lr: float = 1e-3,
         weight_decay: float = 0.1,
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
         metrics: list[LengthMetric] | None = None,
         init_from: str | None = None,
+        hf_checkpoint: str | None = None,
     ) -> None:
         super().__init__()
         check_optimizer_arguments(lr, weight_decay, warmup_steps, min_lr_ratio)
@@ -127,18 +140,38 @@ class LengenModule(L.LightningModule):
         self.init_from = init_from  # not a hyperparameter: load_from_checkpoint must not need it
         # logger=False: Lightning would log every argument (and LightningCLI's `_instantiator`)
         # with a placeholder `hp_metric`; lengen logs its own HParams (`_log_run_hparams`).
-        self.save_hyperparameters(ignore=["init_from"], logger=False)
-        self.decoder = Decoder(
+        self.save_hyperparameters(ignore=["init_from", "hf_checkpoint"], logger=False)
+        architecture = dict(
             vocab_size=vocab_size,
-            pos_encoding=pos_encoding,
             n_layer=n_layer,
             n_head=n_head,
             d_model=d_model,
             d_mlp=d_mlp,
-            dropout=dropout,
             tie_embeddings=tie_embeddings,
-            attention=attention,
+            norm=norm,
+            mlp=mlp,
+            bias=bias,
+            norm_eps=norm_eps,
         )
+        if hf_checkpoint is not None:  # the transformers config decides the architecture
+            from lengen.hf_import import hf_architecture
+
+            imported = hf_architecture(hf_checkpoint)
+            if vocab_size > imported["vocab_size"]:  # e.g. linked from the data's tokenizer
+                raise ValueError(
+                    f"vocab_size={vocab_size} (the data's tokenizer) is larger than the vocabulary "
+                    f"of hf_checkpoint {hf_checkpoint} ({imported['vocab_size']}); use its "
+                    f"tokenizer (--data.init_args.tokenizer {hf_checkpoint})"
+                )
+            architecture.update(imported)
+            self.hparams.update(architecture)  # so load_from_checkpoint needs no folder
+        self.decoder = Decoder(
+            pos_encoding=pos_encoding, dropout=dropout, attention=attention, **architecture
+        )
+        if hf_checkpoint is not None:
+            from lengen.hf_import import load_hf_weights
+
+            print(load_hf_weights(self.decoder, hf_checkpoint))
         if metrics is None:
             metrics = default_metrics()
         self.metrics = nn.ModuleDict(

@@ -1,0 +1,141 @@
+"""`--model.hf_checkpoint DIR`: a `transformers` Llama-family checkpoint loaded into lengen.
+
+Accepted: `LlamaForCausalLM`, `Qwen2ForCausalLM` and `MistralForCausalLM` folders (config.json and
+weights) with SiLU gated MLPs, head_dim = hidden_size / num_attention_heads and no sliding-window
+attention. They map onto lengen's `norm=rmsnorm, mlp=swiglu` decoder exactly:
+- q, k, v projections are concatenated into `qkv`; grouped-query (fewer key/value heads) is
+  expanded by repeating each key/value head for its group of query heads, as transformers'
+  `repeat_kv` does, so the computation is unchanged (the weights take more memory);
+- any linear bias (Qwen2's q, k, v; Llama's attention_bias / mlp_bias) turns `bias` on; linears
+  without one in the checkpoint get zero biases (adding zero is exact);
+- rms_norm_eps becomes `norm_eps`; tie_word_embeddings becomes `tie_embeddings`.
+
+The positional encoding is the one given on the command line, so a RoPE model can be evaluated or
+fine-tuned under any RoPE scaling; the checkpoint's own rope parameters are reported in the line
+printed after loading (choose e.g. `RoPE` with `base` = rope_theta to reproduce it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lengen.model import Decoder
+
+MODEL_TYPES = ("llama", "qwen2", "mistral")
+
+
+def _config(folder: str):
+    from transformers import AutoConfig
+
+    if not (Path(folder) / "config.json").is_file():
+        raise ValueError(f"hf_checkpoint={folder!r} is not a transformers folder (no config.json)")
+    config = AutoConfig.from_pretrained(folder)
+    name = f"hf_checkpoint {folder}: model_type={config.model_type!r}"
+    if config.model_type not in MODEL_TYPES:
+        raise ValueError(f"{name} is not accepted; accepted: {', '.join(MODEL_TYPES)}")
+    if getattr(config, "sliding_window", None) is not None:
+        raise ValueError(
+            f"{name} uses sliding-window attention ({config.sliding_window}), which lengen lacks"
+        )
+    if config.hidden_act != "silu":
+        raise ValueError(f"{name} has hidden_act={config.hidden_act!r}; only silu maps to swiglu")
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    if head_dim * config.num_attention_heads != config.hidden_size:
+        raise ValueError(
+            f"{name} has head_dim={head_dim} * {config.num_attention_heads} heads != hidden_size="
+            f"{config.hidden_size}; lengen needs head_dim = hidden_size / heads"
+        )
+    return config
+
+
+def hf_architecture(folder: str) -> dict:
+    """The `Decoder` architecture arguments of a transformers Llama-family folder."""
+    config = _config(folder)
+    has_bias = bool(
+        getattr(config, "attention_bias", False)
+        or getattr(config, "mlp_bias", False)
+        or config.model_type == "qwen2"  # q, k, v biases always
+    )
+    return {
+        "vocab_size": config.vocab_size,
+        "n_layer": config.num_hidden_layers,
+        "n_head": config.num_attention_heads,
+        "d_model": config.hidden_size,
+        "d_mlp": config.intermediate_size,
+        "tie_embeddings": bool(config.tie_word_embeddings),
+        "norm": "rmsnorm",
+        "mlp": "swiglu",
+        "bias": has_bias,
+        "norm_eps": float(config.rms_norm_eps),
+    }
+
+
+def _repeat_heads(weight: torch.Tensor, n_kv_head: int, n_head: int) -> torch.Tensor:
+    """(n_kv_head * hs, ...) key/value rows -> (n_head * hs, ...): kv head j serves query heads
+    j * g .. (j + 1) * g - 1 with g = n_head / n_kv_head (transformers' `repeat_kv`)."""
+    group = n_head // n_kv_head
+    rows = weight.view(n_kv_head, -1, *weight.shape[1:])  # (n_kv, hs, ...)
+    return rows.repeat_interleave(group, dim=0).reshape(-1, *weight.shape[1:])  # (nh * hs, ...)
+
+
+@torch.no_grad()
+def load_hf_weights(decoder: Decoder, folder: str) -> str:
+    """Copy the weights of transformers folder `folder` into `decoder`; return one line."""
+    from transformers import AutoModelForCausalLM
+
+    config = _config(folder)
+    source = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).state_dict()
+    n_head, n_kv = config.num_attention_heads, config.num_key_value_heads
+    target = {
+        "token_embedding.weight": source["model.embed_tokens.weight"],
+        "ln_final.weight": source["model.norm.weight"],
+    }
+    if not config.tie_word_embeddings:
+        target["lm_head.weight"] = source["lm_head.weight"]
+
+    def bias_or_zeros(name: str, size: int) -> torch.Tensor:
+        return source.get(name, torch.zeros(size))
+
+    for i, block in enumerate(decoder.blocks):
+        hf = f"model.layers.{i}."
+        attn, mlp = hf + "self_attn.", hf + "mlp."
+        d_model, d_mlp = block.attn.proj.in_features, block.mlp.up.out_features
+        kv_size = d_model // n_head * n_kv
+        q, k, v = (source[attn + f"{name}_proj.weight"] for name in "qkv")
+        k, v = _repeat_heads(k, n_kv, n_head), _repeat_heads(v, n_kv, n_head)
+        ours = f"blocks.{i}."
+        target.update({
+            ours + "ln_attn.weight": source[hf + "input_layernorm.weight"],
+            ours + "ln_mlp.weight": source[hf + "post_attention_layernorm.weight"],
+            ours + "attn.qkv.weight": torch.cat((q, k, v)),  # (3C, C)
+            ours + "attn.proj.weight": source[attn + "o_proj.weight"],
+            ours + "mlp.gate.weight": source[mlp + "gate_proj.weight"],
+            ours + "mlp.up.weight": source[mlp + "up_proj.weight"],
+            ours + "mlp.down.weight": source[mlp + "down_proj.weight"],
+        })  # fmt: skip
+        if block.attn.qkv.bias is not None:
+            q_bias = bias_or_zeros(attn + "q_proj.bias", d_model)
+            k_bias = _repeat_heads(bias_or_zeros(attn + "k_proj.bias", kv_size), n_kv, n_head)
+            v_bias = _repeat_heads(bias_or_zeros(attn + "v_proj.bias", kv_size), n_kv, n_head)
+            target.update({
+                ours + "attn.qkv.bias": torch.cat((q_bias, k_bias, v_bias)),
+                ours + "attn.proj.bias": bias_or_zeros(attn + "o_proj.bias", d_model),
+                ours + "mlp.gate.bias": bias_or_zeros(mlp + "gate_proj.bias", d_mlp),
+                ours + "mlp.up.bias": bias_or_zeros(mlp + "up_proj.bias", d_mlp),
+                ours + "mlp.down.bias": bias_or_zeros(mlp + "down_proj.bias", d_model),
+            })  # fmt: skip
+    state = decoder.state_dict()
+    for name, tensor in target.items():
+        state[name].copy_(tensor)
+    encoding_tensors = [name for name in state if name.startswith("pos_encoding.")]
+    missing = sorted(set(state) - set(target) - set(encoding_tensors) - {"lm_head.weight"})
+    if missing:  # a bug in the mapping above
+        raise RuntimeError(f"hf_checkpoint mapping left tensors unset: {missing}")
+    rope = getattr(config, "rope_parameters", None) or {"rope_theta": config.rope_theta}
+    return (
+        f"lengen: hf_checkpoint {folder}: loaded {config.model_type} ({len(target)} tensors; "
+        f"{n_kv} key/value heads for {n_head} heads); its rope parameters: {dict(rope)}; "
+        f"encoding used: {decoder.pos_encoding!r}"
+    )

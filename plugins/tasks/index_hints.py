@@ -11,7 +11,10 @@ Format chosen here (the paper's recipe, as lengen applies it): the hints of an i
 of consecutive hint symbols starting at a random offset in the hint alphabet (the paper samples
 the run at random so that every hint is trained, also those only long test instances reach);
 hint k of the run marks the digit of significance 10^k wherever it appears. With
-`random_hint_offset=False` the run always starts at `a`.
+`random_hint_offset=False` the run always starts at `a`. In the reversed format this letters the
+digits left to right as in the paper (54+37 reversed: `a4b5+a7b3` -> `a1b9c0`); in the standard
+order the letters run right to left (`b5a4+b3a7` -> `c0b9a1`), because the sum has one digit more
+than the operands and only lettering by significance keeps the hints of a column equal.
 """
 
 from __future__ import annotations

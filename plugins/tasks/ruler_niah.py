@@ -115,8 +115,10 @@ class RulerNIAH(ByteTask):
         else:
             text = haystack_text(self.haystack, room, rng)
         offsets = [needle_offset(room, self.location, rng) for _ in needles]
-        if self.haystack == "needle":  # between distractor lines, not inside one
-            offsets = [text.rfind(b"\n", 0, at) + 1 for at in offsets]
+        if self.haystack == "needle":  # between distractor needles, not inside one
+            size, _ = self._sizes()
+            pad = room % size  # newlines before the distractors (_needle_haystack)
+            offsets = [at if at <= pad else pad + (at - pad) // size * size for at in offsets]
         pieces = [(at, self._needle(key, value)) for at, (key, value) in zip(offsets, needles)]
         context = insert_all(text, pieces) + question
         return to_symbols(context), list(ANSWER_SEPARATOR.join(answers))

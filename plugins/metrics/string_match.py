@@ -36,7 +36,7 @@ class StringMatchAll(LengthMetric):
 
     The references are the answer (target without EOS) split at `separator`, the byte the RULER
     tasks join their answers with (`,`; a byte-level task's token id is 4 + byte). A target
-    without the separator is one reference (then this equals PresenceAccuracy). With
+    without the separator is one reference (then, case aside, this equals PresenceAccuracy). With
     `ignore_case` (RULER lower-cases both sides) the bytes A-Z count as a-z. lengen generates as
     many tokens as the target holds, so all references fit only when they are generated
     back to back, in any order.

@@ -3,9 +3,12 @@ Learn? A Study in Length Generalization", ICLR 2024, section 5).
 
 Each digit is preceded by a hint symbol naming its significance, and digits of the same
 significance share the hint in every operand and in the answer, so a model can find the digits
-to combine by matching hints (an induction-head lookup) instead of counting positions. The
-paper's example in the standard order is `54+37>91` -> `a5b4+a3b7>a9b1`; lengen writes the hint
-symbols as the letters a-z then A-Z (at most 52 hints, so at most 52 answer digits).
+to combine by matching hints (an induction-head lookup) instead of counting positions. Y. Zhou et
+al. 2024 ("Transformers Can Achieve Length Generalization But Not Robustly") combine the same
+hints with the reversed format. The paper's standard-order example, as recalled here, is
+`54+37>91` -> `a5b4+a3b7>a9b1` (the passage could not be retrieved in this session to re-check
+it). lengen writes the hint symbols as the letters a-z then A-Z (at most 52 hints, so at most 52
+answer digits).
 
 Format chosen here (the paper's recipe, as lengen applies it): the hints of an instance are a run
 of consecutive hint symbols starting at a random offset in the hint alphabet (the paper samples

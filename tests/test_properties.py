@@ -165,6 +165,75 @@ def check_passkey(t, length, inputs, target):
     assert "".join(target) == keys[0][0] and len(target) == t.num_digits
 
 
+def read_hinted(symbols: list[str], hinted: bool, reversed_order: bool) -> tuple[int, int, int]:
+    """(value, digits, first hint index) of a number written with optional index hints; the
+    hints must be consecutive letters by significance."""
+    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    digits = symbols[1::2] if hinted else symbols
+    start = -1
+    if hinted:
+        hints = [letters.index(h) for h in symbols[0::2]]
+        hints = hints if reversed_order else hints[::-1]  # by significance
+        assert hints == list(range(hints[0], hints[0] + len(hints)))
+        start = hints[0]
+    text = "".join(digits)
+    return int(text[::-1] if reversed_order else text), len(digits), start
+
+
+def check_hinted_arithmetic(operator, op):
+    def check(t, length, inputs, target):
+        at = inputs.index(operator)
+        a, a_digits, a_start = read_hinted(inputs[:at], t.index_hints, t.reverse_digits)
+        b, _, b_start = read_hinted(inputs[at + 1 :], t.index_hints, t.reverse_digits)
+        value, digits, start = read_hinted(target, t.index_hints, t.reverse_digits)
+        assert a_digits == length and value == op(a, b)
+        assert a_start == b_start == start  # one hint run shared by operands and answer
+        second = getattr(t, "second_digits", 0) or length
+        assert digits == (length + 1 if operator == "+" else length + second)
+
+    return check
+
+
+def check_ruler_niah(t, length, inputs, target):
+    context = "".join(inputs)
+    assert len(inputs) == length
+    needles = re.findall(r"\nOne of the special magic \w+ for ([\w-]+) is: ([\w-]+)\.\n", context)
+    query = re.search(r"\nWhat are all the special magic \w+ for (.+)\? Answer: $", context)
+    asked = re.split(r", and |, ", query.group(1))
+    expected = [value for key, value in needles if key in asked]
+    assert sorted("".join(target).split(",")) == sorted(expected)
+
+
+def check_ruler_variable_tracking(t, length, inputs, target):
+    context = "".join(inputs)
+    assert len(inputs) == length
+    value = re.search(r"the value (\d+)\. Answer: $", context).group(1)
+    holds = {name for name, v in re.findall(r"\nVAR ([A-Z]+) = (\d+)\n", context) if v == value}
+    links = re.findall(r"\nVAR ([A-Z]+) = VAR ([A-Z]+)\n", context)
+    for _ in links:  # propagate along the assignments
+        holds |= {target_name for target_name, source in links if source in holds}
+    assert sorted("".join(target).split(",")) == sorted(holds)
+
+
+def check_ruler_common_words(t, length, inputs, target):
+    context = "".join(inputs)
+    assert len(inputs) == length
+    words = re.findall(r"\d+\. ([a-z]+)", context.split("\nWhat are the")[0])
+    counts = {w: words.count(w) for w in words}
+    top = max(counts.values())
+    assert sorted("".join(target).split(",")) == sorted(w for w, c in counts.items() if c == top)
+
+
+def check_ruler_frequent_words(t, length, inputs, target):
+    context = "".join(inputs)
+    assert len(inputs) == length
+    words = context.split("\nWhat are the three")[0].split()
+    counts = {w: words.count(w) for w in words if w != "..."}
+    ranked = sorted(counts.values(), reverse=True)
+    assert ranked[2] > (ranked[3] if len(ranked) > 3 else 0)
+    assert sorted("".join(target).split(",")) == sorted(w for w in counts if counts[w] >= ranked[2])
+
+
 def check_line_retrieval(t, length, inputs, target):
     context = "".join(inputs)
     assert len(inputs) == length
@@ -258,6 +327,17 @@ CASES = {
     "Addition": ({}, (1, 30), check_addition),
     "Addition-reversed": ({"reverse_digits": True}, (1, 30), check_addition),
     "Addition-scratchpad": ({"scratchpad": True}, (1, 12), check_addition),
+    "Addition-hints": (
+        {"index_hints": True, "reverse_digits": True},
+        (1, 40),
+        check_hinted_arithmetic("+", lambda a, b: a + b),
+    ),
+    "DecimalMultiplication": ({}, (1, 20), check_hinted_arithmetic("*", lambda a, b: a * b)),
+    "DecimalMultiplication-hints": (
+        {"index_hints": True, "second_digits": 2},
+        (1, 40),
+        check_hinted_arithmetic("*", lambda a, b: a * b),
+    ),
     "Parity": ({}, (1, 40), lambda t, n, i, o: same_length(n, i, o, [str(i.count("1") % 2)])),
     "Parity-scratchpad": (
         {"scratchpad": True},
@@ -282,6 +362,10 @@ CASES = {
     "Passkey": ({}, (64, 1500), check_passkey),
     "LineRetrieval": ({}, (64, 1500), check_line_retrieval),
     "NeedleQA": ({}, (128, 1500), check_needle),
+    "RulerNIAH": ({"num_keys": 3, "num_queries": 2}, (300, 1500), check_ruler_niah),
+    "RulerVariableTracking": ({"num_chains": 2}, (300, 1500), check_ruler_variable_tracking),
+    "RulerCommonWords": ({}, (200, 1500), check_ruler_common_words),
+    "RulerFrequentWords": ({}, (200, 1500), check_ruler_frequent_words),
     "EvenPairs": (
         {},
         (1, 40),
@@ -380,6 +464,9 @@ FROZEN = {
     "Addition": "fee2d0976b5b",
     "Addition-reversed": "e6ee891d1bd8",
     "Addition-scratchpad": "5840e26dc948",
+    "Addition-hints": "320f7471bd25",
+    "DecimalMultiplication": "45b1cc2ff4a1",
+    "DecimalMultiplication-hints": "eb2292ad2d11",
     "Parity": "15e158e30410",
     "Parity-scratchpad": "27eaf59cf92d",
     "Summation": "293906d3e1cd",

@@ -11,7 +11,8 @@ comparison needs one (named here, printed with the parameter counts):
 - attention: SDPA wherever the library offers it (lengen "sdpa", transformers "sdpa",
   x-transformers `attn_flash=True`, except for its T5 bias, which it only runs in its own
   softmax attention), so the kernels are comparable;
-- lengen's XPos runs with `centre=False` to match x-transformers' uncentred `rotary_xpos`.
+- lengen's XPos runs with `centre=False` to match x-transformers' uncentred `rotary_xpos`;
+  x-transformers rotates the whole head (`rotary_emb_dim` = head_dim, as lengen and Llama do).
 """
 
 from __future__ import annotations
@@ -130,12 +131,14 @@ def x_transformers_model(name: str, dims: Dims) -> nn.Module:
     from x_transformers import Decoder as XDecoder
     from x_transformers import TransformerWrapper
 
+    head_dim = dims.d_model // dims.n_head
+    rotary = {"rotary_emb_dim": head_dim}  # its default rotates only half of each head
     options = {
         "NoPE": {},
-        "RoPE": {"rotary_pos_emb": True},
+        "RoPE": {"rotary_pos_emb": True, **rotary},
         "ALiBi": {"alibi_pos_bias": True},
         "T5": {"rel_pos_bias": True},
-        "xPos": {"rotary_xpos": True},
+        "xPos": {"rotary_xpos": True, **rotary},
         "absolute": {},
     }[name]
     return TransformerWrapper(
@@ -147,7 +150,7 @@ def x_transformers_model(name: str, dims: Dims) -> nn.Module:
             dim=dims.d_model,
             depth=dims.n_layer,
             heads=dims.n_head,
-            attn_dim_head=dims.d_model // dims.n_head,  # its default is 64 whatever d_model
+            attn_dim_head=head_dim,  # its default is 64 whatever d_model
             attn_flash=name != "T5",  # x-transformers refuses flash with its T5 bias
             **options,
         ),

@@ -224,3 +224,42 @@ def test_rope_tables_are_computed_once_per_forward(monkeypatch) -> None:
     encoding.rotate(torch.randn(1, 2, 3, 8), torch.randn(1, 2, 3, 8), *[torch.arange(3)[None]] * 2)
     assert len(calls) == 4  # outside a forward's scope nothing is reused
     assert "_table_store" not in encoding.__dict__
+
+
+# --- start-up: `lengen report` and `lengen heatmap` without Lightning ---
+
+LAUNCH = """
+import sys
+from lengen.{module} import main
+try:
+    main({argv!r})
+except SystemExit as exit:
+    code = exit.code
+else:
+    code = 0
+print("lightning imported:", "lightning" in sys.modules, "exit:", code)
+"""
+
+
+def run_entry(module: str, argv: list[str]):
+    import subprocess
+    import sys
+
+    code = LAUNCH.format(module=module, argv=argv)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("command", ["report", "heatmap"])
+def test_light_commands_do_not_import_lightning(command: str) -> None:
+    result = run_entry("launcher", [command, "--help"])
+    assert "usage:" in result.stdout
+    assert result.stdout.strip().endswith("lightning imported: False exit: 0"), result.stderr
+
+
+def test_launcher_reports_bad_input_as_the_cli_does(tmp_path) -> None:
+    argv = ["report", str(tmp_path / "missing")]
+    light, full = run_entry("launcher", argv), run_entry("cli", argv)
+    assert light.stdout.strip().endswith("lightning imported: False exit: 2")
+    assert full.stdout.strip().endswith("exit: 2")
+    assert light.stderr.startswith("lengen: error: ") and light.stderr.count("\n") == 1
+    assert light.stderr == full.stderr

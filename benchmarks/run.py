@@ -425,26 +425,31 @@ def main(argv: list[str] | None = None) -> None:
     if args.note:
         report(f"- note: {args.note}")
     report()
-    if "training" in sections:
-        training_section(args, report, with_peers)
-    if "eval" in sections:
-        eval_section(args, report, with_peers)
-    if "generation" in sections:
-        generation_section(args, report, with_peers)
-    if "data" in sections:
-        data_section(args, report)
-    if "startup" in sections:
-        startup_section(args, report)
+    previous = (
+        Path(args.output).read_text() + "\n" if args.append and Path(args.output).exists() else ""
+    )
+
+    def write() -> None:  # after every section, so an interrupted run keeps what it measured
+        Path(args.output).write_text(previous + "\n".join(report.lines) + "\n")
+
+    runs = {
+        "training": lambda: training_section(args, report, with_peers),
+        "eval": lambda: eval_section(args, report, with_peers),
+        "generation": lambda: generation_section(args, report, with_peers),
+        "data": lambda: data_section(args, report),
+        "startup": lambda: startup_section(args, report),
+    }
+    for section in SECTIONS:
+        if section in sections:
+            runs[section]()
+            write()
     load_after = os.getloadavg()
     report(
         f"Total {time.perf_counter() - start:.0f} s. Load average (1, 5, 15 min) before "
         f"{load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, after "
         f"{load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}."
     )
-    text = "\n".join(report.lines) + "\n"
-    if args.append and Path(args.output).exists():
-        text = Path(args.output).read_text() + "\n" + text
-    Path(args.output).write_text(text)
+    write()
     print(f"wrote {args.output}")
 
 

@@ -34,7 +34,7 @@ import contenders  # noqa: E402
 import measure  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-SECTIONS = ("training", "eval", "generation", "data", "startup")
+SECTIONS = ("training", "eval", "generation", "data", "rope", "startup")
 
 
 def peers_available() -> bool:
@@ -320,6 +320,54 @@ def data_section(args, report: Report) -> None:
     report()
 
 
+def rope_section(args, report: Report) -> None:
+    """RoPE / xPos training steps with the cos/sin tables shared by the layers, and without."""
+    from lengen.positional import PositionalEncoding
+
+    report("## Rotary tables: computed once per forward against once per layer and q/k")
+    report(
+        "`per layer`: `PositionalEncoding.cached_table` replaced by a plain call (the former "
+        f"behaviour). Training step, batch {args.batch}, sizes as above; ms and peak MiB."
+    )
+    report()
+    shared = PositionalEncoding.cached_table
+
+    def per_layer(self, key, inputs, compute):
+        return compute()
+
+    rows = []
+    for length in args.lengths:
+        dims = contenders.Dims(args.vocab, args.d_model, args.n_layer, args.n_head, length)
+        torch.manual_seed(0)
+        ids = torch.randint(0, args.vocab, (args.batch, length))
+        for encoding in ("RoPE", "XPos"):
+            steps = {}
+            for mode in ("once", "per layer"):
+                torch.manual_seed(0)
+                step = measure.training_step(contenders.lengen_model(encoding, dims), ids)
+
+                def run(step=step, mode=mode) -> None:
+                    PositionalEncoding.cached_table = shared if mode == "once" else per_layer
+                    try:
+                        step()
+                    finally:
+                        PositionalEncoding.cached_table = shared
+
+                steps[mode] = run
+            times = measure.alternate(steps, args.repeats, args.calls)
+            memory = {mode: measure.peak_bytes(step) for mode, step in steps.items()}
+            rows.append(
+                [
+                    f"{encoding} T={length}",
+                    f"{1e3 * statistics.median(times['once']):.1f}",
+                    f"{1e3 * statistics.median(times['per layer']):.1f}",
+                    ratio_text(measure.paired_ratio(times["once"], times["per layer"])),
+                    f"{mib(memory['once'])} / {mib(memory['per layer'])}",
+                ]
+            )
+    report.table(["setting", "once ms", "per layer ms", "once / per layer", "peak MiB"], rows)
+
+
 def startup_section(args, report: Report) -> None:
     report("## Command start-up (subprocess wall time, seconds)")
     report()
@@ -437,6 +485,7 @@ def main(argv: list[str] | None = None) -> None:
         "eval": lambda: eval_section(args, report, with_peers),
         "generation": lambda: generation_section(args, report, with_peers),
         "data": lambda: data_section(args, report),
+        "rope": lambda: rope_section(args, report),
         "startup": lambda: startup_section(args, report),
     }
     for section in SECTIONS:

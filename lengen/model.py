@@ -14,7 +14,7 @@ from torch import nn
 
 from lengen.attention import BACKENDS, KERNELS, flex_score, padding_bias, select_backend
 from lengen.checks import require_positive_ints
-from lengen.positional import ModelDims, PositionalEncoding, build_bias
+from lengen.positional import ModelDims, PositionalEncoding, build_bias, table_scope
 
 
 @dataclass
@@ -313,8 +313,11 @@ class Decoder(nn.Module):
         x = self.pos_encoding.embed(x, positions)
         x = F.dropout(x, self.dropout, self.training)
         bias = self._attention_bias(positions, key_positions, key_mask, x.dtype)
-        for layer, block in enumerate(self.blocks):
-            x = block(x, positions, self.pos_encoding, bias, self.attention, cache, layer, key_mask)
+        with table_scope(self.pos_encoding):  # rotary tables computed once, shared by the layers
+            for layer, block in enumerate(self.blocks):
+                x = block(
+                    x, positions, self.pos_encoding, bias, self.attention, cache, layer, key_mask
+                )
         return self.lm_head(self.ln_final(x))
 
     def _attention_bias(self, query_positions, key_positions, key_mask, dtype):

@@ -15,10 +15,15 @@ as a FlexAttention `score_mod`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
+
+Table = TypeVar("Table")
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,28 @@ class PositionalEncoding(nn.Module):
     def has_contextual_bias(self) -> bool:
         return type(self).contextual_bias is not PositionalEncoding.contextual_bias
 
+    def cached_table(
+        self, key: tuple, inputs: tuple[torch.Tensor | None, ...], compute: Callable[[], Table]
+    ) -> Table:
+        """`compute()`, reused within one forward for the same `key` and the very same `inputs`.
+
+        Optional, for tables that every layer would otherwise recompute (RoPE's cos/sin). Reuse
+        happens only inside `table_scope` (opened by the decoder around its layers, where
+        positions, parameters and schedulable values cannot change) and only when each input
+        tensor is the same object as before; elsewhere, and under torch.compile, this is just
+        `compute()`. `key` holds plain values (a name, a dtype), never tensors.
+        """
+        store = self.__dict__.get("_table_store")
+        if store is None or torch.compiler.is_compiling():
+            return compute()
+        entry = store.get(key)
+        if entry is not None and len(entry[0]) == len(inputs):
+            if all(old is new for old, new in zip(entry[0], inputs)):
+                return entry[1]
+        value = compute()
+        store[key] = (inputs, value)  # holds the inputs, so their ids cannot be reused meanwhile
+        return value
+
 
 def set_schedulable(encoding: PositionalEncoding, name: str, value: float) -> None:
     """Set the schedulable value `name` of `encoding` in place; unknown names are a clear error."""
@@ -141,6 +168,31 @@ def set_schedulable(encoding: PositionalEncoding, name: str, value: float) -> No
             f"{type(encoding).__name__} has no schedulable value {name!r}; it has: {accepted}"
         )
     values[name].fill_(value)
+
+
+@contextmanager
+def table_scope(encoding: PositionalEncoding) -> Iterator[None]:
+    """Let `encoding` (and encodings it wraps) reuse `cached_table` results until the exit.
+
+    The decoder opens one scope per forward around its layers; the tables are dropped at the
+    exit, so a schedulable value changed between forwards (an xPos blend, a PI ramp) always
+    gives fresh tables. Nested scopes reuse the outer one.
+    """
+    if torch.compiler.is_compiling():
+        yield
+        return
+    opened = [
+        module
+        for module in encoding.modules()
+        if isinstance(module, PositionalEncoding) and "_table_store" not in module.__dict__
+    ]
+    for module in opened:
+        module.__dict__["_table_store"] = {}
+    try:
+        yield
+    finally:
+        for module in opened:
+            module.__dict__.pop("_table_store", None)
 
 
 class PositionOutOfRange(ValueError):

@@ -36,20 +36,50 @@ class Task:
         """Return (input symbols, target symbols) for an instance of the requested `length`."""
         raise NotImplementedError
 
+    def _symbol_cache(self) -> tuple[tuple[str, ...], dict[str, int]]:
+        """(symbols, symbol -> token id), built on first use and kept on the instance.
+
+        Subclasses often compute `symbols` in a property (a new tuple per access), and encoding
+        used to search it per token. The cache is keyed by the constructor arguments (the public
+        attributes), so changing one after construction rebuilds it. It lives in a private
+        attribute, which `identity` leaves out.
+        """
+        arguments = self._arguments()
+        cache = self.__dict__.get("_symbol_table_cache")
+        if cache is None or cache[0] != arguments:
+            symbols = tuple(self.symbols)
+            ids: dict[str, int] = {}
+            for index, symbol in enumerate(symbols):
+                ids.setdefault(symbol, len(SPECIAL_TOKENS) + index)  # first match, as tuple.index
+            cache = (arguments, symbols, ids)
+            self.__dict__["_symbol_table_cache"] = cache
+        return cache[1], cache[2]
+
+    @property
+    def symbol_table(self) -> tuple[str, ...]:
+        """The task's symbols as a tuple, computed once per instance (see `_symbol_cache`)."""
+        return self._symbol_cache()[0]
+
     @property
     def vocab(self) -> tuple[str, ...]:
-        return SPECIAL_TOKENS + tuple(self.symbols)
+        return SPECIAL_TOKENS + self.symbol_table
 
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
 
     def encode(self, symbols: list[str]) -> list[int]:
-        offset = len(SPECIAL_TOKENS)
-        return [offset + self.symbols.index(symbol) for symbol in symbols]
+        """Symbols -> token ids (shared specials first, then the task's symbols)."""
+        ids = self._symbol_cache()[1]
+        try:
+            return [ids[symbol] for symbol in symbols]
+        except KeyError as error:  # the same error type as the former `tuple.index` search
+            name = type(self).__name__
+            raise ValueError(f"{error.args[0]!r} is not a symbol of {name}") from None
 
     def decode(self, token_ids: list[int]) -> list[str]:
-        return [self.vocab[i] for i in token_ids]
+        vocab = self.vocab
+        return [vocab[i] for i in token_ids]
 
     def make_example(self, length: int, rng: random.Random) -> Example:
         if length < self.min_length:
@@ -63,6 +93,11 @@ class Task:
             length=length,
         )
 
+    def _arguments(self) -> dict:
+        """The constructor arguments: the instance's public attributes (private caches left out)."""
+        return {name: value for name, value in vars(self).items() if not name.startswith("_")}
+
     def identity(self) -> dict:
         """The task's class and arguments, as plain data (cache keys, results.json)."""
-        return {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", **vars(self)}
+        class_path = f"{type(self).__module__}.{type(self).__qualname__}"
+        return {"class_path": class_path, **self._arguments()}

@@ -81,7 +81,24 @@ class RoPE(PositionalEncoding):
         dtype: torch.dtype,
         inverse_frequencies: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T) int positions -> cos, sin of shape (B, 1, T, r), computed in `dtype`."""
+        """(B, T) int positions -> cos, sin of shape (B, 1, T, r), computed in `dtype`.
+
+        Computed once per forward for a positions tensor and reused by every layer's queries and
+        keys (`cached_table`; an `inverse_frequencies` tensor must then be the same object too).
+        """
+        return self.cached_table(
+            ("rope_cos_sin", dtype),
+            (positions, inverse_frequencies),
+            lambda: self._compute_cos_sin(positions, dtype, inverse_frequencies),
+        )
+
+    def _compute_cos_sin(
+        self,
+        positions: torch.Tensor,
+        dtype: torch.dtype,
+        inverse_frequencies: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_cos_sin` without reuse: (B, T) int positions -> cos, sin of shape (B, 1, T, r)."""
         if inverse_frequencies is None:
             inverse_frequencies = self.inverse_frequencies(dtype, positions.device)  # (r/2,)
         angles = positions.to(dtype)[:, None, :, None] * inverse_frequencies  # (B, 1, T, r/2)

@@ -93,13 +93,36 @@ class XPos(RoPE):
         query_positions: torch.Tensor,
         key_positions: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, nh, Tq, hs) query, (B, nh, Tk, hs) key, (B, Tq) and (B, Tk) int positions."""
+        """(B, nh, Tq, hs) query, (B, nh, Tk, hs) key, (B, Tq) and (B, Tk) int positions.
+
+        The scaled cos/sin tables are computed once per forward and reused by every layer
+        (`cached_table`); the blend and scale_base read at that time hold for the whole forward.
+        """
+        compute_dtype = torch.promote_types(torch.float32, query.dtype)
+        cos_q, sin_q, cos_k, sin_k = self.cached_table(
+            ("xpos_tables", compute_dtype),
+            (query_positions, key_positions),
+            lambda: self._tables(query_positions, key_positions, compute_dtype),
+        )
+        return (
+            apply_rotary(query, cos_q, sin_q, self.rotary_dim),
+            apply_rotary(key, cos_k, sin_k, self.rotary_dim),
+        )
+
+    def _centre(self, key_positions: torch.Tensor) -> torch.Tensor:
+        """(B, Tk) int key positions -> (B, 1) the offset the scaling exponent is measured from."""
         if self.centre:
             low, high = key_positions.amin(dim=1), key_positions.amax(dim=1)
-            centre = torch.div(low + high, 2, rounding_mode="floor")[:, None]  # (B, 1)
-        else:
-            centre = torch.zeros_like(key_positions[:, :1])  # (B, 1)
-        return (
-            self._rotate_and_scale(query, query_positions, centre, +1.0),
-            self._rotate_and_scale(key, key_positions, centre, -1.0),
-        )
+            return torch.div(low + high, 2, rounding_mode="floor")[:, None]  # (B, 1)
+        return torch.zeros_like(key_positions[:, :1])  # (B, 1)
+
+    def _tables(
+        self, query_positions: torch.Tensor, key_positions: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> cos, sin for the queries (B, 1, Tq, r) and for the keys (B, 1, Tk, r), scaled."""
+        centre = self._centre(key_positions)  # (B, 1)
+        cos_q, sin_q = self._cos_sin(query_positions, dtype)  # (B, 1, Tq, r)
+        scale_q = self._scale(query_positions - centre, +1.0, dtype)  # (B, 1, Tq, r)
+        cos_k, sin_k = self._cos_sin(key_positions, dtype)  # (B, 1, Tk, r)
+        scale_k = self._scale(key_positions - centre, -1.0, dtype)  # (B, 1, Tk, r)
+        return cos_q * scale_q, sin_q * scale_q, cos_k * scale_k, sin_k * scale_k

@@ -26,5 +26,6 @@ class Copy(Task):
         return tuple(f"s{i}" for i in range(self.num_symbols))
 
     def generate(self, length: int, rng: random.Random) -> tuple[list[str], list[str]]:
-        inputs = [rng.choice(self.symbols) for _ in range(length)]
+        symbols = self.symbol_table  # one tuple, not one per drawn symbol
+        inputs = [rng.choice(symbols) for _ in range(length)]
         return inputs, list(inputs)

@@ -210,6 +210,10 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the `lengen` console script; `argv` defaults to sys.argv[1:]."""
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
     args = sys.argv[1:] if argv is None else argv
+    from lengen.help import handle_top_level  # --help, --version; imports nothing heavy
+
+    if handle_top_level(args):
+        return
     try:
         if args[:1] == ["plugins"]:
             extra = [arg for arg in args[1:] if arg != "--json"]

@@ -47,7 +47,7 @@ def test_version_is_single_sourced(capsys):
     assert version("lengen") == lengen.__version__  # the installed metadata reads the package
     pyproject = (REPO / "pyproject.toml").read_text()  # (tomllib needs Python 3.11)
     assert re.search(r'^dynamic = \["version"\]', pyproject, re.MULTILINE)
-    assert not re.search(r"^version = ", pyproject, re.MULTILINE)
+    assert not re.search(r"^version = \"", pyproject, re.MULTILINE)  # only the attr = one
     assert f"version: {lengen.__version__}" in (REPO / "CITATION.cff").read_text()
 
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import os
 import re
+import subprocess
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
 from lightning.pytorch.cli import LightningCLI
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import lengen
 from lengen.cli import main
@@ -55,3 +61,64 @@ def test_packaging_files():
     assert "MIT License" in (REPO / "LICENSE").read_text()
     assert "## [Unreleased]" in (REPO / "CHANGELOG.md").read_text()
     assert (Path(lengen.__file__).parent / "py.typed").is_file()
+
+
+def lengen_command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    script = os.path.join(os.path.dirname(sys.executable), "lengen")
+    return subprocess.run([script, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def tiny_run(root: Path) -> list[str]:
+    return [
+        "--config", str(REPO / "configs" / "quickstart.yaml"),
+        "--trainer.default_root_dir", str(root / "runs"),
+        "--trainer.enable_progress_bar", "false",
+        "--model.n_layer", "1",
+        "--model.d_model", "32",
+        "--data.init_args.train_max_length", "4",
+        "--data.init_args.eval_lengths", "[2, 4]",
+        "--data.init_args.batch_size", "8",
+        "--data.init_args.val_examples_per_length", "4",
+        "--data.init_args.test_examples_per_length", "4",
+        "--data.init_args.cache_dir", str(root / "cache"),
+    ]  # fmt: skip
+
+
+NOISE = ("Tip:", "litlogger", "LeafSpec", "dirpath has changed", "will be overridden")
+
+
+def test_optimizer_keeps_the_schedule_and_runs_print_no_adverts_or_deprecations(tmp_path):
+    max_steps, warmup, lr, min_ratio = 6, 2, 0.1, 0.1
+    fit = lengen_command(
+        "fit", *tiny_run(tmp_path),
+        "--trainer.max_steps", str(max_steps),
+        "--trainer.val_check_interval", "3",
+        "--trainer.log_every_n_steps", "1",
+        "--trainer.callbacks+=LearningRateMonitor",
+        "--model.warmup_steps", str(warmup),
+        "--model.min_lr_ratio", str(min_ratio),
+        "--optimizer", "SGD",
+        "--optimizer.lr", str(lr),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    said = [line for line in fit.stdout.splitlines() if "--optimizer SGD" in line]
+    assert said == [
+        "lengen: --optimizer SGD replaces AdamW (model.lr and model.weight_decay do not apply); "
+        "the model's warmup + cosine schedule is kept"
+    ]
+    events = EventAccumulator(str(tmp_path / "runs" / "lightning_logs" / "version_0"))
+    events.Reload()
+    logged = {s.step: s.value for s in events.Scalars("lr-SGD")}
+    for step in range(max_steps):  # linear warmup, then cosine to min_ratio * lr (a plain formula)
+        if step < warmup:
+            expected = lr * (step + 1) / warmup
+        else:
+            progress = (step - warmup) / (max_steps - warmup)
+            expected = lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+        assert logged[step] == pytest.approx(expected, rel=1e-6), step
+    test = lengen_command("test", *tiny_run(tmp_path), "--ckpt_path", "last", cwd=tmp_path)
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert "exact_match" in test.stdout  # the run did print its table
+    for output in (fit.stdout + fit.stderr, test.stdout + test.stderr):
+        assert not [noise for noise in NOISE if noise in output], output

@@ -145,6 +145,17 @@ class Decoder(nn.Module):
     The kernel is stored as `self.attention`, a callable (query, key, value, bias, dropout_p);
     it may be swapped (e.g. to record attention maps) and receives the bias format of
     `self.backend`.
+
+    Args:
+        vocab_size: token vocabulary size.
+        pos_encoding: the positional encoding (bound to the model sizes here).
+        n_layer: number of Transformer blocks.
+        n_head: attention heads per block; must divide d_model.
+        d_model: width of the residual stream.
+        d_mlp: hidden width of each MLP; None means 4 * d_model.
+        dropout: dropout probability (attention and residual).
+        tie_embeddings: share the token embedding with the output projection.
+        attention: the kernel: auto, sdpa, flex or reference (above).
     """
 
     def __init__(

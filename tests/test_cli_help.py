@@ -122,3 +122,31 @@ def test_optimizer_keeps_the_schedule_and_runs_print_no_adverts_or_deprecations(
     assert "exact_match" in test.stdout  # the run did print its table
     for output in (fit.stdout + fit.stderr, test.stdout + test.stderr):
         assert not [noise for noise in NOISE if noise in output], output
+
+
+@pytest.mark.parametrize(
+    "cls_path",
+    [
+        "module.LengenModule",
+        "data.tasks.TaskDataModule",
+        "data.text.TextDataModule",
+        "model.Decoder",
+    ],
+)
+def test_every_model_and_data_argument_has_help_from_the_docstring(cls_path):
+    import importlib
+    import inspect
+
+    from jsonargparse import ArgumentParser
+
+    module, name = f"lengen.{cls_path}".rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    parser = ArgumentParser()
+    parser.add_class_arguments(cls, "x")
+    helps = {action.dest.removeprefix("x."): action.help or "" for action in parser._actions}
+    parameters = list(inspect.signature(cls.__init__).parameters)[1:]
+    assert parameters
+    for parameter in parameters:
+        text = helps.get(parameter, "")
+        described = re.sub(r"\(type: .*", "", text, flags=re.DOTALL).strip()
+        assert len(described) > 5, f"{name}.{parameter} has no description: {text!r}"

@@ -9,7 +9,10 @@ from __future__ import annotations
 __version__ = "0.1.0"  # the one place the version is set (pyproject reads it; lengen --version)
 
 # Public names -> the module that defines them, imported on first access.
-_LAZY = {}
+_LAZY = {
+    name: "lengen.api"
+    for name in ("Results", "build_model", "evaluate", "generate", "task_data", "train", "trainer")
+}
 
 __all__ = ["__version__", *_LAZY]
 

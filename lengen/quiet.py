@@ -38,6 +38,9 @@ def silence_known_noise(subcommand: str | None = None) -> None:
         message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
         category=FutureWarning,
     )
+    # Metric instances cannot be written to hparams.yaml; the run's config (config.yaml of the
+    # CLI, results.json) records them, so Lightning's notice that it skips them says nothing.
+    warnings.filterwarnings("ignore", message=r"Skipping 'metrics' parameter because")
     # Evaluating a checkpoint from an earlier version folder: every lengen run claims a new folder,
     # so ModelCheckpoint's "The dirpath has changed from ... won't be reloaded" is always true and
     # harmless when nothing is trained. Kept for fit: resuming into a new folder does forget the

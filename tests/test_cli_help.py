@@ -150,3 +150,12 @@ def test_every_model_and_data_argument_has_help_from_the_docstring(cls_path):
         text = helps.get(parameter, "")
         described = re.sub(r"\(type: .*", "", text, flags=re.DOTALL).strip()
         assert len(described) > 5, f"{name}.{parameter} has no description: {text!r}"
+
+
+def test_a_deprecation_warning_from_lengen_code_fails_the_suite():
+    """pyproject's filterwarnings: DeprecationWarning raised from a lengen module is an error."""
+    code = compile("import warnings\nwarnings.warn('old', DeprecationWarning)", "lengen_x", "exec")
+    with pytest.raises(DeprecationWarning):
+        exec(code, {"__name__": "lengen.somewhere"})
+    with pytest.warns(DeprecationWarning):  # elsewhere it stays a (reported) warning
+        exec(code, {"__name__": "thirdparty.somewhere"})

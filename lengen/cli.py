@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from jsonargparse import DefaultHelpFormatter
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
@@ -66,7 +67,20 @@ def one_line_error(message: str) -> str:
     return " ".join(line.strip(" -") for line in message.splitlines() if line.strip(" -"))
 
 
+class ShortNamesHelpFormatter(DefaultHelpFormatter):
+    """Plugins by short name in help (`ALiBi`, not its full class path), as configs name them."""
+
+    def _get_help_string(self, action) -> str:
+        from lengen.help import shorten_class_paths
+
+        return shorten_class_paths(super()._get_help_string(action))
+
+
 class LengenArgumentParser(LightningArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", ShortNamesHelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str, ex: Exception | None = None):
         raise UsageError(one_line_error(message))
 

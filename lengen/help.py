@@ -3,6 +3,8 @@ torch or Lightning (the text is static; `lengen SUBCOMMAND --help` gives each co
 
 from __future__ import annotations
 
+import re
+
 from lengen import __version__
 
 # (subcommand, one line). fit/validate/test/predict are LightningCLI's; the rest are lengen's own.
@@ -51,3 +53,13 @@ def handle_top_level(args: list[str]) -> bool:
         print(version_line())
         return True
     return False
+
+
+# A dotted class path (lower-case module names, then a CapWords class name), e.g.
+# lengen_plugins.positional_encodings.alibi.ALiBi; jsonargparse lists plugins this way.
+CLASS_PATH = re.compile(r"\b(?:[a-z_][a-z0-9_]*\.)+([A-Z]\w*)\b")
+
+
+def shorten_class_paths(text: str) -> str:
+    """Show classes by their short names, the names configs use (`ALiBi`, `Copy`)."""
+    return CLASS_PATH.sub(r"\1", text)

@@ -159,3 +159,13 @@ def test_a_deprecation_warning_from_lengen_code_fails_the_suite():
         exec(code, {"__name__": "lengen.somewhere"})
     with pytest.warns(DeprecationWarning):  # elsewhere it stays a (reported) warning
         exec(code, {"__name__": "thirdparty.somewhere"})
+
+
+def test_fit_help_names_plugins_by_their_short_names(tmp_path):
+    result = lengen_command("fit", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "lengen_plugins." not in result.stdout  # no full class paths of plugins
+    known = re.search(r"\n  --model.pos_encoding POS_ENCODING\n(.*?)\n  --", result.stdout, re.S)
+    names = set(re.findall(r"\b\w+\b", known.group(1)))
+    assert {"ALiBi", "RoPE", "YaRN", "NoPE"} <= names
+    assert "token vocabulary size" in result.stdout  # argument help from the docstrings

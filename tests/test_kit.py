@@ -11,6 +11,17 @@ from pathlib import Path
 
 from conftest import write_distribution
 
+# The task, metric and callback suites over every installed plugin (lengen's own included).
+from lengen.testing_plugins import (  # noqa: F401
+    test_callback_state_round_trips_through_a_checkpoint,
+    test_metric_bucket_is_the_weighted_mean_of_scores_and_empty_buckets_are_nan,
+    test_metric_states_are_sums_so_ranks_can_be_added,
+    test_task_cache_key_is_stable_plain_data_naming_every_argument,
+    test_task_examples_are_deterministic_given_the_seed,
+    test_task_examples_have_the_layout_and_the_requested_length,
+    test_task_uses_only_its_own_vocabulary,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "lengen-plugin-example"
 

@@ -39,7 +39,7 @@ def top_level_help() -> str:
         "  --version     print the version and exit",
         "",
         "`lengen SUBCOMMAND --help` lists a subcommand's options, e.g.",
-        "`lengen fit --help` or `lengen fit --model.help RoPE` for a plugin's arguments.",
+        "`lengen fit --help`, or `lengen fit --model.pos_encoding.help RoPE` for a plugin.",
     ]
     return "\n".join(lines)
 

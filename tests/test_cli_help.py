@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import lengen
 from lengen.cli import main
-from lengen.help import SUBCOMMANDS
+from lengen.help import SUBCOMMANDS, top_level_help
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -169,3 +169,8 @@ def test_fit_help_names_plugins_by_their_short_names(tmp_path):
     names = set(re.findall(r"\b\w+\b", known.group(1)))
     assert {"ALiBi", "RoPE", "YaRN", "NoPE"} <= names
     assert "token vocabulary size" in result.stdout  # argument help from the docstrings
+    # The plugin help that `lengen --help` points to works and shows the plugin's own arguments.
+    hint = re.search(r"`(lengen fit --model\.\S+ RoPE)`", top_level_help()).group(1)
+    plugin = lengen_command(*hint.split()[1:], cwd=tmp_path)
+    assert plugin.returncode == 0, plugin.stderr[-2000:]
+    assert "--model.pos_encoding.base" in plugin.stdout

@@ -16,7 +16,9 @@ import sys
 import warnings
 from pathlib import Path
 
+import torch
 import yaml
+from jsonargparse import DefaultHelpFormatter
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
@@ -105,9 +107,19 @@ def plugin_fault_in_chain(error: BaseException | None) -> str | None:
     return None
 
 
+class ShortNamesHelpFormatter(DefaultHelpFormatter):
+    """Plugins by short name in help (`ALiBi`, not its full class path), as configs name them."""
+
+    def _get_help_string(self, action) -> str:
+        from lengen.help import shorten_class_paths
+
+        return shorten_class_paths(super()._get_help_string(action))
+
+
 class LengenArgumentParser(LightningArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
         kwargs["allow_abbrev"] = False  # `--trainer.max_step 7` is an error, not max_steps
+        kwargs.setdefault("formatter_class", ShortNamesHelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):
@@ -125,6 +137,42 @@ class LengenCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.set_defaults({"trainer.gradient_clip_val": DEFAULT_GRADIENT_CLIP_VAL})
+
+    @staticmethod
+    def configure_optimizers(lightning_module, optimizer, lr_scheduler=None):
+        """`--optimizer X` alone keeps LengenModule's warmup + cosine schedule around X;
+        `--lr_scheduler Y` replaces the schedule as well (Lightning's behaviour)."""
+        if lr_scheduler is not None or not isinstance(lightning_module, LengenModule):
+            return LightningCLI.configure_optimizers(lightning_module, optimizer, lr_scheduler)
+        own = LengenModule.configure_optimizers(lightning_module)  # its AdamW is discarded
+        lr_factor = own["lr_scheduler"]["scheduler"].lr_lambdas[0]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def _add_configure_optimizers_method_to_model(self, subcommand: str | None) -> None:
+        """Say in one line what `--optimizer` / `--lr_scheduler` replace (instead of Lightning's
+        warning that configure_optimizers is overridden)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*configure_optimizers` will be overridden")
+            super()._add_configure_optimizers_method_to_model(subcommand)
+        replaced = self.model.__dict__.get("configure_optimizers")
+        if replaced is None:
+            return
+        optimizer = type(replaced.__func__.keywords["optimizer"]).__name__
+        scheduler = replaced.__func__.keywords["lr_scheduler"]
+        if scheduler is None:
+            print(
+                f"lengen: --optimizer {optimizer} replaces AdamW (model.lr and model.weight_decay "
+                "do not apply); the model's warmup + cosine schedule is kept"
+            )
+        else:
+            print(
+                f"lengen: --optimizer {optimizer} and --lr_scheduler {type(scheduler).__name__} "
+                "replace AdamW and the model's warmup + cosine schedule"
+            )
 
     def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
@@ -375,6 +423,13 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the `lengen` console script; `argv` defaults to sys.argv[1:]."""
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
     args = sys.argv[1:] if argv is None else argv
+    from lengen.help import handle_top_level  # --help, --version; imports nothing heavy
+
+    if handle_top_level(args):
+        return
+    from lengen.quiet import silence_known_noise  # Lightning's adverts, known deprecations
+
+    silence_known_noise(args[0])
     try:
         if args[:1] == ["plugins"]:
             extra = [arg for arg in args[1:] if arg != "--json"]

@@ -2,8 +2,8 @@
 
 `lengen report ...` and `lengen heatmap ...` only read results files, so they are dispatched here
 without importing Lightning (several seconds); every other command goes to `lengen.cli.main`
-unchanged. `lengen --help` (LightningCLI's own help) and `lengen plugins` (the callback plugins
-subclass Lightning's `Callback`) still import it.
+unchanged. `lengen --help` and `lengen --version` print static text (lengen/help.py);
+`lengen plugins` still imports Lightning (the callback plugins subclass Lightning's `Callback`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ import warnings
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `lengen` console script; `argv` defaults to sys.argv[1:]."""
     args = sys.argv[1:] if argv is None else argv
+    from lengen.help import handle_top_level  # --help, --version: static text
+
+    if handle_top_level(args):
+        return
     if args[:1] not in (["report"], ["heatmap"]):
         from lengen.cli import main as cli_main
 

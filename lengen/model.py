@@ -191,6 +191,21 @@ class Decoder(nn.Module):
     `mlp` "gelu" (exact GELU, d_mlp hidden units) or "swiglu" (gate and up, each d_mlp wide);
     `bias` adds biases to every linear layer of the blocks (never to the LM head; norms keep
     their own); `tie_embeddings` shares the token embedding with the LM head.
+
+    Args:
+        vocab_size: token vocabulary size.
+        pos_encoding: the positional encoding (bound to the model sizes here).
+        n_layer: number of Transformer blocks.
+        n_head: attention heads per block; must divide d_model.
+        d_model: width of the residual stream.
+        d_mlp: hidden width of each MLP; None means 4 * d_model.
+        dropout: dropout probability (attention and residual).
+        tie_embeddings: share the token embedding with the output projection.
+        attention: the kernel: auto, sdpa, flex or reference (above).
+        norm: "layernorm" or "rmsnorm".
+        mlp: "gelu" or "swiglu".
+        bias: biases on every linear layer of the blocks.
+        norm_eps: the norms' epsilon.
     """
 
     def __init__(

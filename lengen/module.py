@@ -108,6 +108,30 @@ class LengenModule(L.LightningModule):
     window; see lengen/hf_import.py) whose config replaces the architecture arguments and whose
     weights are loaded at construction (so fit, validate, test and predict all start from them),
     under the positional encoding given here.
+
+    Args:
+        pos_encoding: the positional encoding plugin (short name, e.g. RoPE, ALiBi; see
+            `lengen plugins`); its own arguments via `--model.pos_encoding.help NAME`.
+        vocab_size: token vocabulary size; linked from the data module by the CLI.
+        n_layer: number of Transformer blocks.
+        n_head: attention heads per block; must divide d_model.
+        d_model: width of the residual stream (embedding size).
+        d_mlp: hidden width of each MLP; None means 4 * d_model.
+        dropout: dropout probability (attention and residual); 0 disables it.
+        tie_embeddings: share the token embedding with the output projection.
+        attention: attention kernel: auto, sdpa, flex or reference (see lengen/attention.py).
+        lr: peak learning rate of AdamW (after warmup).
+        weight_decay: AdamW weight decay, on matrices only.
+        warmup_steps: optimizer steps of linear learning-rate warmup.
+        min_lr_ratio: the cosine ends at min_lr_ratio * lr at trainer.max_steps.
+        metrics: per-length metric plugins (short names); None means every installed one.
+        init_from: a checkpoint whose matching weights start `fit` (fine-tuning, e.g. with
+            another encoding); None starts from a fresh initialisation.
+        norm: "layernorm" or "rmsnorm" (see Decoder).
+        mlp: "gelu" or "swiglu" (see Decoder).
+        bias: biases on every linear layer of the blocks.
+        norm_eps: the norms' epsilon (Qwen2 checkpoints use 1e-6).
+        hf_checkpoint: a `transformers` Llama-family folder to import (above); None: none.
     """
 
     def __init__(

@@ -1,4 +1,5 @@
-"""The contract suite: checks every installed positional encoding plugin must pass.
+"""The contract suite: checks every installed positional encoding plugin must pass (tasks,
+metrics and callbacks: lengen/testing_plugins.py, collected with this module).
 
 It runs over every plugin of `lengen.positional_encodings` (lengen's own and third-party ones), so
 a plugin author gets it for free once their distribution is installed:
@@ -34,6 +35,18 @@ from lengen.metric import EvalBatch
 from lengen.model import Decoder
 from lengen.plugins import discover
 from lengen.positional import PositionalEncoding, PositionOutOfRange, build_bias
+
+# The task, metric and callback suites live in lengen/testing_plugins.py and are collected here,
+# so `pytest --pyargs lengen.testing` runs all four groups.
+from lengen.testing_plugins import (  # noqa: F401
+    test_callback_state_round_trips_through_a_checkpoint,
+    test_metric_bucket_is_the_weighted_mean_of_scores_and_empty_buckets_are_nan,
+    test_metric_states_are_sums_so_ranks_can_be_added,
+    test_task_cache_key_is_stable_plain_data_naming_every_argument,
+    test_task_examples_are_deterministic_given_the_seed,
+    test_task_examples_have_the_layout_and_the_requested_length,
+    test_task_uses_only_its_own_vocabulary,
+)
 
 GROUP = "lengen.positional_encodings"
 VOCAB, D_MODEL, N_HEAD, N_LAYER = 13, 32, 4, 2

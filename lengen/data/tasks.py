@@ -302,6 +302,19 @@ class TaskDataModule(L.LightningDataModule):
 
     eval_lengths: the evaluation buckets; None means every multiple of max(1, train_max_length // 4)
     up to 4 x train_max_length. `vocab_size` is linked to the model by the CLI.
+
+    Args:
+        task: the task plugin (short name, e.g. Copy; see `lengen plugins`).
+        train_min_length: shortest task length drawn for training.
+        train_max_length: longest task length drawn for training.
+        eval_lengths: task lengths evaluated (one bucket each); None: see above.
+        batch_size: training examples per batch.
+        eval_batch_size: evaluation examples per batch (batches hold one length each).
+        val_examples_per_length: validation examples per evaluated length.
+        test_examples_per_length: test examples per evaluated length.
+        seed: seed of the training stream and of the evaluation sets.
+        cache_dir: where evaluation sets are cached; None: $LENGEN_CACHE_DIR or ~/.cache/lengen.
+        num_workers: DataLoader worker processes for training.
     """
 
     def __init__(

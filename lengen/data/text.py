@@ -211,6 +211,26 @@ class TextDataModule(L.LightningDataModule):
 
     Resuming (`--ckpt_path`) continues the interrupted epoch at the batch the uninterrupted run
     would draw next (`resume_position`), so the per-step losses match it exactly.
+
+    Args:
+        files: local .txt, .json or .jsonl files; None: the default corpus (or `dataset`).
+        dataset: a Hugging Face dataset name instead of files.
+        dataset_config: the dataset's configuration name.
+        split: the dataset split, e.g. "train[:1%]".
+        text_field: the field holding the text in .json/.jsonl files and datasets.
+        tokenizer: "bytes" or a Hugging Face tokenizer name.
+        n_ctx: training context length (tokens).
+        window: "n_ctx+1" (correct) or "n_ctx" (the off-by-one, for demonstrations).
+        batch_size: training windows per batch.
+        eval_batch_size: evaluation windows per batch.
+        max_tokens: the token stream is cut at this many tokens.
+        val_fraction: fraction of the tokens held out (half validation, half test).
+        eval_multiples: evaluation contexts in units of n_ctx; None: 1, 2, 4, 8.
+        eval_mode: "nonoverlapping" or "sliding".
+        eval_stride: stride of sliding evaluation; None: n_ctx // 2.
+        eval_tokens: at most this many tokens per evaluation split.
+        seed: seed of the training order.
+        cache_dir: where tokenized corpora are cached; None: $LENGEN_CACHE_DIR or ~/.cache/lengen.
     """
 
     def __init__(

@@ -17,9 +17,7 @@ into the current directory: `train` and `evaluate` refuse it with a ValueError i
 
 from __future__ import annotations
 
-import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,13 +168,9 @@ def evaluate(model: LengenModule, data, trainer: Trainer, ckpt_path: str | None 
     written to the trainer's log dir (`Results.out_dir`)."""
     _check_output_dir(trainer)
     silence_known_noise("test")
-    logged = trainer.test(model, datamodule=data, ckpt_path=ckpt_path, verbose=False)
-    metrics: dict[str, dict[int, float]] = {}
-    for key, value in (logged[0] if logged else {}).items():
-        match = re.fullmatch(r"test/(\w+)/length_(\d+)", key)
-        if match and not math.isnan(float(value)):
-            metrics.setdefault(match.group(1), {})[int(match.group(2))] = float(value)
-    metrics = {name: dict(sorted(values.items())) for name, values in metrics.items()}
+    model.test_results = {}
+    trainer.test(model, datamodule=data, ckpt_path=ckpt_path, verbose=False)
+    metrics = {name: dict(sorted(values.items())) for name, values in model.test_results.items()}
     out_dir = Path(trainer.log_dir or trainer.default_root_dir)
     return Results(metrics, getattr(data, "train_max_length", None), out_dir)
 

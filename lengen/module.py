@@ -207,6 +207,7 @@ class LengenModule(L.LightningModule):
         # {split}/loss over all ranks, logged at the end of each evaluation (_finish_split).
         self.eval_loss = nn.ModuleDict({split: BatchWeightedMean() for split in SPLITS})
         self.run_config: dict | None = None  # set by the CLI; written into results.json
+        self.test_results: dict[str, dict[int, float]] = {}  # of the last test (lengen.api)
         self.checkpoint_step = 0  # optimizer steps of the loaded checkpoint (test/validate)
         self.command_line: list[str] | None = None  # set by the CLI; provenance in results.json
         # The optimizer step being accumulated: its labelled tokens and token-loss sum so far.
@@ -491,6 +492,7 @@ class LengenModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         results = self._finish_split("test")
+        self.test_results = results  # over all ranks
         self._write_outputs("test", "test", results)
 
     def _write_outputs(self, command: str, split: str, results: dict) -> None:

@@ -183,7 +183,10 @@ class LengenCLI(LightningCLI):
         return parser
 
     def _instantiate_trainer(self, config: dict, callbacks: list[Callback]) -> Trainer:
-        """lengen's defaults: the claiming TensorBoard logger and, for fit, its callbacks."""
+        """lengen's defaults: the claiming TensorBoard logger and, for fit, its callbacks. The
+        up-front checks of lengen/checks.py run first, so a refused run builds no Trainer (whose
+        device lines would come before the error line)."""
+        self._check_run(config)
         if config.get("logger") in (None, True):
             config["logger"] = default_logger(config.get("default_root_dir"))
         if self.subcommand == "fit":
@@ -257,6 +260,8 @@ class LengenCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
+        except UsageError:
+            raise
         except ValueError as error:  # constructors validate their arguments with one-line errors
             cause = error.__cause__ or error.__context__  # jsonargparse wraps what it builds
             fault = None if isinstance(cause, ValueError) else plugin_fault_in_chain(cause)
@@ -268,13 +273,18 @@ class LengenCLI(LightningCLI):
             raise UsageError(message) from error
         self.model.run_config = self._run_config
         self.model.command_line = self._command_line
-        if self.subcommand in ("fit", "validate", "test", "predict"):
-            config = self.config[self.subcommand]
-            try:
-                check_creatable_dir(self.trainer.default_root_dir, "trainer.default_root_dir")
-                check_run(self.model, self.datamodule, self.subcommand, config.get("ckpt_path"))
-            except ValueError as error:  # the checks' messages are one line already
-                raise UsageError(str(error)) from error
+
+    def _check_run(self, trainer_config: dict) -> None:
+        """Everything about the run that can be checked before it starts (lengen/checks.py)."""
+        if self.subcommand not in ("fit", "validate", "test", "predict"):
+            return
+        root_dir = trainer_config.get("default_root_dir") or os.getcwd()
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        try:
+            check_creatable_dir(root_dir, "trainer.default_root_dir")
+            check_run(self.model, self.datamodule, self.subcommand, ckpt_path)
+        except ValueError as error:  # the checks' messages are one line already
+            raise UsageError(str(error)) from error
 
 
 def split_model_args(argv: list[str]) -> tuple[list[str], list[str]]:

@@ -25,8 +25,26 @@ class _DropAdverts(logging.Filter):
 _DROP_ADVERTS = _DropAdverts()
 
 
+class _DropSeedLine(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Seed set to")
+
+
+_DROP_SEED_LINE = _DropSeedLine()
+
+
 def silence_known_noise(subcommand: str | None = None) -> None:
     """Install the filters (idempotent); called by the `lengen` command and by lengen.api."""
+    # `datasets` draws a progress bar for every small evaluation set it saves and every corpus
+    # it tokenises; lengen's own lines say what is built.
+    import datasets  # already imported by the data modules that `lengen` loads
+
+    datasets.disable_progress_bars()
+    # "Seed set to N" from LightningCLI's seed_everything: the seed is in the run's config.yaml
+    # and results.json, and the line would precede a bad-input error line.
+    seed_logger = logging.getLogger("lightning.fabric.utilities.seed")
+    if _DROP_SEED_LINE not in seed_logger.filters:
+        seed_logger.addFilter(_DROP_SEED_LINE)
     for name in RANK_ZERO_LOGGERS:
         logger = logging.getLogger(name)
         if _DROP_ADVERTS not in logger.filters:

@@ -593,3 +593,26 @@ def test_broken_optional_plugins_do_not_break_a_run_that_does_not_ask_for_them(
     assert any("'Exploding' (from distribution 'lengen-faulty') left out" in m for m in messages)
     assert any("'BrokenImport'" in m and "failed to load" in m for m in messages)
     assert list((tmp_path / "runs").rglob("version_0"))
+
+
+@pytest.mark.parametrize("case", ["lr", "checkpoint", "corpus"])
+def test_the_error_is_the_only_line_printed(tmp_path, case):
+    """As a user sees it (a `lengen` process): the one error line and nothing before it, no
+    seed line, no device lines of a Trainer, no progress bars."""
+    import subprocess
+    import sys
+
+    (tmp_path / "short.txt").write_text("   \n")
+    args = {
+        "lr": ["fit", *tiny(tmp_path), "--model.lr", "inf"],
+        "checkpoint": ["test", *tiny(tmp_path), "--ckpt_path", str(tmp_path / "none.ckpt")],
+        "corpus": [*text_run(tmp_path, tmp_path / "short.txt"), "--seed_everything", "0"],
+    }[case]
+    lengen = Path(sys.executable).parent / "lengen"
+    result = subprocess.run(
+        [str(lengen), *args], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert result.returncode == 2
+    lines = (result.stdout + result.stderr).splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lengen: error: "), lines
+    assert_nothing_written(tmp_path)

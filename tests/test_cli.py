@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_run import lengen
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
-
-
-def lengen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    script = os.path.join(os.path.dirname(sys.executable), "lengen")
-    return subprocess.run([script, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 def tiny(root: Path) -> list[str]:

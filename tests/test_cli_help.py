@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
 import re
-import subprocess
-import sys
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from cli_run import lengen as lengen_command
 from lightning.pytorch.cli import LightningCLI
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -61,11 +59,6 @@ def test_packaging_files():
     assert "MIT License" in (REPO / "LICENSE").read_text()
     assert "## [Unreleased]" in (REPO / "CHANGELOG.md").read_text()
     assert (Path(lengen.__file__).parent / "py.typed").is_file()
-
-
-def lengen_command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    script = os.path.join(os.path.dirname(sys.executable), "lengen")
-    return subprocess.run([script, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 def tiny_run(root: Path) -> list[str]:

@@ -5,14 +5,12 @@ tokens from `generate` as lengen's own greedy decoding. Extra: parity (`transfor
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from cli_run import lengen as lengen_cli
 
 pytest.importorskip("transformers")
 
@@ -76,11 +74,6 @@ def train_and_save(encoding, options: dict, path: Path) -> LengenModule:
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
     trainer.save_checkpoint(path)
     return module.eval()
-
-
-def lengen_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    script = os.path.join(os.path.dirname(sys.executable), "lengen")
-    return subprocess.run([script, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 @pytest.mark.parametrize("name,make_encoding,options", CASES, ids=[c[0] for c in CASES])

@@ -5,12 +5,10 @@ inside and beyond their trained length. Extra: parity (`transformers`)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from cli_run import lengen as lengen_cli
 
 transformers = pytest.importorskip("transformers")
 
@@ -135,11 +133,6 @@ def test_unsupported_checkpoints_are_refused(tmp_path):
         LengenModule(RoPE(), hf_checkpoint=str(tmp_path / "g"), metrics=[])
     with pytest.raises(ValueError, match="is not a transformers folder \\(no config.json\\)"):
         LengenModule(RoPE(), hf_checkpoint=str(tmp_path), metrics=[])
-
-
-def lengen_cli(*args: str, cwd) -> subprocess.CompletedProcess:
-    script = os.path.join(os.path.dirname(sys.executable), "lengen")
-    return subprocess.run([script, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 def test_cli_evaluates_an_imported_model_with_its_tokenizer(tmp_path):

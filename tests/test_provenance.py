@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import lightning
 import pytest
 import torch
 import yaml
+from cli_run import lengen
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lengen.cli import is_context_extension, split_model_args
@@ -22,11 +21,6 @@ from lengen.plugins import discover_all
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")  # says ALiBi, n_layer 2, d_model 64
-
-
-def lengen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    script = os.path.join(os.path.dirname(sys.executable), "lengen")
-    return subprocess.run([script, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 def data_and_trainer(root: Path) -> list[str]:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_run import lengen
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -16,11 +14,6 @@ REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
 LENGTHS = [2, 4, 8, 12]  # 12 sorts before 2, 4 and 8 as unpadded text
 TRAIN_MAX = 4
-
-
-def lengen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    script = os.path.join(os.path.dirname(sys.executable), "lengen")
-    return subprocess.run([script, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 def tiny(root: Path) -> list[str]:

@@ -49,9 +49,107 @@ def sdpa_attention(
     if bias is None:  # is_causal aligns top-left; cached decoding needs bottom-right
         bias = query.new_zeros(query_len, key_len)
     bias = bias.to(query.dtype)  # (B or 1, nh or 1, Tq, Tk)
+    if query_len == key_len and query.device.type == "cpu" and not dropout_p:
+        # The CPU flash kernel adds an unmasked bias and skips the blocks above the diagonal
+        # itself; masking the bias first (below) would cost a (Tq, Tk) masked_fill per layer.
+        if not (bias.requires_grad and torch.is_grad_enabled()):
+            return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, is_causal=True)
+        if _cpu_flash_ops() is not None:  # a learned bias: SDPA alone would fall back to math
+            return BiasedCausalAttention.apply(query, key, value, bias)
     return F.scaled_dot_product_attention(
         query, key, value, attn_mask=causal_bias(bias), dropout_p=dropout_p
     )
+
+
+def _cpu_flash_ops() -> tuple[Callable, Callable] | None:
+    """torch's private CPU flash-attention forward and backward ops, or None if this torch lacks
+    them (then a learned bias takes the plain masked SDPA call)."""
+    forward = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    backward = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+    if forward is None or backward is None:
+        return None
+    return forward, backward
+
+
+BIAS_GRAD_CHUNK = 256  # query rows per block when the bias gradient is recomputed
+
+
+class BiasedCausalAttention(torch.autograd.Function):
+    """Causal attention with an additive bias that needs a gradient, on the CPU flash kernel.
+
+    `F.scaled_dot_product_attention` runs its math kernel whenever the mask requires grad: every
+    (B, nh, T, T) intermediate is kept and the masked upper triangle is computed too. Here the
+    flash kernel computes the output and the gradients of q, k, v; the bias gradient
+    dS = P * (dP - rowsum(dO * O)), with P = exp(S - logsumexp) and dP = dO V^T, is recomputed
+    in blocks of query rows, each over the keys it can see only, and summed over the dimensions
+    the bias broadcasts. Inputs: (B, nh, T, hs) query/key/value, (B or 1, nh or 1, T, T) bias.
+    """
+
+    @staticmethod
+    def forward(ctx, query, key, value, bias):
+        flash_forward, _ = _cpu_flash_ops()
+        out, logsumexp = flash_forward(query, key, value, 0.0, True, attn_mask=bias)
+        ctx.save_for_backward(query, key, value, bias, out, logsumexp)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        query, key, value, bias, out, logsumexp = ctx.saved_tensors
+        _, flash_backward = _cpu_flash_ops()
+        grad_out = grad_out.contiguous()
+        grad_query, grad_key, grad_value = flash_backward(
+            grad_out, query, key, value, out, logsumexp, 0.0, True, attn_mask=bias
+        )
+        grad_bias = None
+        if ctx.needs_input_grad[3]:
+            grad_bias = causal_bias_grad(query, key, value, bias, out, logsumexp, grad_out)
+        return grad_query, grad_key, grad_value, grad_bias
+
+
+def causal_bias_grad(query, key, value, bias, out, logsumexp, grad_out, chunk=None):
+    """d loss / d bias of causal softmax(q k^T / sqrt(hs) + bias) v, shaped like `bias`.
+
+    dS = P * (dP - delta) with P = exp(q k^T / sqrt(hs) + bias - logsumexp), dP = dO v^T and
+    delta = rowsum(dO * O). Per batch row and block of `chunk` query rows [i0, i1), over the keys
+    [0, i1) only; logsumexp and delta ride along as an extra column of q / dO (against a column
+    of ones in k / v), so each block costs two matrix products and two elementwise passes.
+    Computed in float32 (float64 for float64 inputs) whatever the input dtype; 0 above the
+    diagonal. (B, nh, T, hs) inputs, (B, nh, T) logsumexp, (B or 1, nh or 1, T, T) bias.
+    """
+    chunk = chunk or BIAS_GRAD_CHUNK
+    compute = torch.promote_types(query.dtype, torch.float32)
+    batch, n_head, length, head_dim = query.shape
+    ones = query.new_ones(batch, n_head, length, 1, dtype=compute)
+    delta = (grad_out.to(compute) * out.to(compute)).sum(-1, keepdim=True)  # (B, nh, T, 1)
+    scaled_query = query.to(compute) / math.sqrt(head_dim)
+    query_aug = torch.cat((scaled_query, -logsumexp[..., None].to(compute)), -1)  # (B, nh, T, hs+1)
+    key_aug = torch.cat((key.to(compute), ones), -1)  # (B, nh, T, hs + 1)
+    grad_out_aug = torch.cat((grad_out.to(compute), -delta), -1)  # (B, nh, T, hs + 1)
+    value_aug = torch.cat((value.to(compute), ones), -1)  # (B, nh, T, hs + 1)
+    grad_bias = torch.zeros(bias.shape, dtype=compute, device=bias.device)
+    bias_heads = bias.shape[1]
+    for row in range(batch):
+        bias_row = bias[row if bias.shape[0] == batch else 0]  # (nh or 1, T, T)
+        grad_row = grad_bias[row if bias.shape[0] == batch else 0]  # (nh or 1, T, T)
+        for start in range(0, length, chunk):
+            stop = min(start + chunk, length)
+            rows = slice(start, stop)
+            # (nh, c, i1): q k^T / sqrt(hs) + bias - logsumexp, then P in place
+            probs = torch.baddbmm(
+                bias_row[:, rows, :stop].to(compute),
+                query_aug[row, :, rows],
+                key_aug[row, :, :stop].transpose(-2, -1),
+            ).exp_()
+            future = torch.ones(stop - start, stop - start, dtype=torch.bool, device=bias.device)
+            probs[:, :, start:stop].masked_fill_(future.triu(1), 0.0)  # the diagonal block
+            grad_probs = torch.bmm(
+                grad_out_aug[row, :, rows], value_aug[row, :, :stop].transpose(-2, -1)
+            )  # (nh, c, i1): dP - delta
+            grad_scores = probs.mul_(grad_probs)
+            if bias_heads != n_head:
+                grad_scores = grad_scores.sum(0, keepdim=True)  # (1, c, i1)
+            grad_row[:, rows, :stop] += grad_scores
+    return grad_bias.to(bias.dtype)
 
 
 def reference_attention(

@@ -64,6 +64,20 @@ class KVCache:
         return key_positions, key_mask
 
 
+def shared_rows(positions: torch.Tensor) -> bool:
+    """Whether every row of (B, T) positions equals the first (then one bias serves the batch).
+
+    Decided from the layout (one row, or a batch stride of 0 as `expand` gives) without reading
+    values; otherwise by comparing values, which reads them back to the host, so not under
+    torch.compile (there the bias is built per row: same values, more memory).
+    """
+    if positions.shape[0] == 1 or positions.stride(0) == 0:
+        return True
+    if torch.compiler.is_compiling():
+        return False
+    return bool((positions == positions[:1]).all())
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, d_model: int, n_head: int, dropout: float, bias: bool = False) -> None:
         super().__init__()
@@ -313,7 +327,10 @@ class Decoder(nn.Module):
             start = cache.next_positions
         mask = None if attention_mask is None else attention_mask.bool()
         if positions is None:
-            if mask is None:
+            if mask is None and (cache is None or cache.next_positions is None):
+                # (B, T) with batch stride 0: the rows visibly share their positions (one bias)
+                positions = torch.arange(length, device=device).expand(batch, length)
+            elif mask is None:
                 positions = start[:, None] + torch.arange(length, device=device)  # (B, T)
             else:
                 positions = start[:, None] + (mask.long().cumsum(dim=1) - 1).clamp(min=0)
@@ -321,9 +338,10 @@ class Decoder(nn.Module):
         key_positions, key_mask = positions, mask
         if cache is not None:
             key_positions, key_mask = cache.extend(positions, mask)  # (B, Tk) each
-        if key_mask is not None and bool(key_mask.all()):
-            key_mask = None  # no padding: keep the fused causal path
-        self.pos_encoding.check_positions(int(key_positions.max()))
+        if not torch.compiler.is_compiling():  # host syncs: eager only (see docs/performance.md)
+            if key_mask is not None and bool(key_mask.all()):
+                key_mask = None  # no padding: keep the fused causal path
+            self.pos_encoding.check_positions(int(key_positions.max()))
         x = self.token_embedding(input_ids)  # (B, T, C)
         x = self.pos_encoding.embed(x, positions)
         x = F.dropout(x, self.dropout, self.training)
@@ -347,9 +365,7 @@ class Decoder(nn.Module):
         def dense() -> torch.Tensor | None:
             bias = None
             if encoding.has_score_bias:
-                shared = bool((query_positions == query_positions[:1]).all()) and bool(
-                    (key_positions == key_positions[:1]).all()
-                )
+                shared = shared_rows(query_positions) and shared_rows(key_positions)
                 rows = slice(0, 1) if shared else slice(None)
                 bias = build_bias(
                     encoding, self.n_head, query_positions[rows], key_positions[rows]

@@ -1,4 +1,4 @@
-"""torch.compile of the decoder: one graph (fullgraph=True), the same outputs and gradients as eager.
+"""torch.compile of the decoder: one graph (fullgraph=True), outputs and gradients as in eager.
 
 The forward reads no tensor value back to the host under torch.compile: the position limit is
 checked in eager calls only (and by `lengen.checks.check_run` before a CLI run), the "no padding"

@@ -49,15 +49,32 @@ def sdpa_attention(
     if bias is None:  # is_causal aligns top-left; cached decoding needs bottom-right
         bias = query.new_zeros(query_len, key_len)
     bias = bias.to(query.dtype)  # (B or 1, nh or 1, Tq, Tk)
-    if query_len == key_len and query.device.type == "cpu" and not dropout_p:
+    if query_len == key_len and _cpu_flash_usable(query, key, value, dropout_p):
         # The CPU flash kernel adds an unmasked bias and skips the blocks above the diagonal
         # itself; masking the bias first (below) would cost a (Tq, Tk) masked_fill per layer.
         if not (bias.requires_grad and torch.is_grad_enabled()):
-            return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, is_causal=True)
+            # detached: SDPA picks its math kernel (which refuses is_causal with a mask) for
+            # any mask that requires grad, even under no_grad
+            return F.scaled_dot_product_attention(
+                query, key, value, attn_mask=bias.detach(), is_causal=True
+            )
         if _cpu_flash_ops() is not None:  # a learned bias: SDPA alone would fall back to math
             return BiasedCausalAttention.apply(query, key, value, bias)
     return F.scaled_dot_product_attention(
         query, key, value, attn_mask=causal_bias(bias), dropout_p=dropout_p
+    )
+
+
+def _cpu_flash_usable(query, key, value, dropout_p: float) -> bool:
+    """Whether SDPA takes its CPU flash kernel for these inputs (its conditions, torch 2.13)."""
+    return (
+        query.device.type == "cpu"
+        and not dropout_p
+        and torch.backends.cuda.flash_sdp_enabled()  # the global switch, CPU included
+        and query.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+        and query.shape[:2] == key.shape[:2] == value.shape[:2]
+        and query.shape[-1] == key.shape[-1] == value.shape[-1]
+        and query.stride(-1) == key.stride(-1) == value.stride(-1) == 1
     )
 
 

@@ -1,0 +1,140 @@
+"""The CPU fast paths of biased causal attention against float64 formulas and the plain path.
+
+- a bias without gradient (ALiBi, padding): one causal SDPA call with the unmasked bias;
+- a bias with gradient (T5, Kerple, FIRE, CoPE): `BiasedCausalAttention` (flash forward and
+  backward, the bias gradient recomputed in blocks of query rows);
+- without torch's private CPU flash ops: the plain masked SDPA call.
+Each is checked, forward and gradients, against softmax(q k^T / sqrt(hs) + bias + causal) v
+written out here in float64, on fresh random inputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lengen import attention
+from lengen.attention import sdpa_attention
+from lengen.model import Decoder
+
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 2e-5}
+
+
+def float64_attention(query, key, value, bias):
+    """softmax(q k^T / sqrt(hs) + bias, future keys removed) v in float64, (B, nh, T, hs)."""
+    length = query.shape[-2]
+    scores = query @ key.transpose(-2, -1) / math.sqrt(query.shape[-1]) + bias  # (B, nh, T, T)
+    future = torch.ones(length, length, dtype=torch.bool).triu(1)
+    scores = scores.masked_fill(future, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ value
+
+
+def random_case(generator, batch, n_head, length, bias_batch, bias_heads, dtype, padded):
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64).to(dtype)
+
+    query, key, value = (randn(batch, n_head, length, 8) for _ in range(3))
+    bias = 2 * randn(bias_batch, bias_heads, length, length)
+    if padded:  # -inf on the first keys of row 0, as the decoder's padding bias (own key kept)
+        keys = torch.arange(length)
+        hidden = (keys[None, :] < 3) & (keys[None, :] != keys[:, None])  # (T, T)
+        bias = bias.expand(batch, bias_heads, length, length).clone()
+        bias[0, :, hidden] = float("-inf")
+    return query, key, value, bias
+
+
+CASES = [  # batch, n_head, length, bias batch, bias heads, padded
+    (1, 4, 23, 1, 4, False),
+    (3, 2, 40, 1, 2, False),
+    (2, 3, 17, 2, 3, True),
+    (2, 4, 19, 2, 1, False),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("needs_grad", [False, True])
+@pytest.mark.parametrize("flash_ops", [True, False])
+def test_biased_causal_attention_against_float64(case, dtype, needs_grad, flash_ops, monkeypatch):
+    monkeypatch.setattr(attention, "BIAS_GRAD_CHUNK", 7)  # several blocks, a ragged last one
+    if not flash_ops:
+        monkeypatch.setattr(attention, "_cpu_flash_ops", lambda: None)
+    generator = torch.Generator().manual_seed(hash((case, str(dtype), needs_grad)) % 2**31)
+    inputs = random_case(generator, *case[:5], dtype=dtype, padded=case[5])
+    inputs = [tensor.requires_grad_() for tensor in inputs[:3]] + [
+        inputs[3].requires_grad_(needs_grad)
+    ]
+    out = sdpa_attention(*inputs)
+    grad_out = torch.randn(out.shape, generator=generator, dtype=torch.float64).to(dtype)
+    wanted = [tensor for tensor in inputs if tensor.requires_grad]
+    grads = torch.autograd.grad(out, wanted, grad_out)
+
+    exact = [tensor.detach().double().requires_grad_(tensor.requires_grad) for tensor in inputs]
+    expected = float64_attention(*exact)
+    expected_grads = torch.autograd.grad(
+        expected, [t for t in exact if t.requires_grad], grad_out.double()
+    )
+    tolerance = TOLERANCE[dtype]
+    torch.testing.assert_close(out.double(), expected, rtol=tolerance, atol=tolerance)
+    assert len(grads) == (4 if needs_grad else 3)
+    for grad, expected_grad, name in zip(grads, expected_grads, ("q", "k", "v", "bias")):
+        torch.testing.assert_close(
+            grad.double(), expected_grad, rtol=tolerance, atol=tolerance, msg=name
+        )
+
+
+def test_learned_bias_takes_the_flash_function(monkeypatch):
+    """The fast path is the one taken (not the math fallback), and the fallback without the ops."""
+    calls = []
+    original = attention.BiasedCausalAttention.apply
+    monkeypatch.setattr(
+        attention.BiasedCausalAttention, "apply", lambda *a: (calls.append(1), original(*a))[1]
+    )
+    query = torch.randn(1, 2, 9, 8, requires_grad=True)
+    bias = torch.randn(1, 2, 9, 9, requires_grad=True)
+    sdpa_attention(query, query, query, bias).sum().backward()
+    assert calls == [1]
+    with torch.no_grad():  # no gradient wanted: the plain causal call
+        sdpa_attention(query, query, query, bias)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):  # flash switched off: the plain masked call
+        expected = sdpa_attention(query, query, query, bias)
+        with torch.no_grad():
+            torch.testing.assert_close(sdpa_attention(query, query, query, bias), expected)
+    monkeypatch.setattr(attention, "_cpu_flash_ops", lambda: None)
+    torch.testing.assert_close(sdpa_attention(query, query, query, bias), expected)
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("name", ["T5Bias", "KerpleLog", "FIRE", "ALiBi"])
+def test_decoder_training_gradients_equal_the_plain_path(name):
+    """A float64 decoder with the sdpa backend (fast paths) against the reference backend."""
+    from lengen_plugins.positional_encodings import alibi, fire, kerple, t5_bias
+
+    encodings = {
+        "T5Bias": lambda: t5_bias.T5Bias(num_buckets=8, max_distance=16),
+        "KerpleLog": kerple.KerpleLog,
+        "FIRE": lambda: fire.FIRE(init_threshold=8.0),
+        "ALiBi": alibi.ALiBi,
+    }
+    grads = {}
+    generator = torch.Generator().manual_seed(len(name))
+    ids = torch.randint(0, 30, (2, 37), generator=generator)
+    mask = torch.ones(2, 37, dtype=torch.long)
+    mask[1, :4] = 0
+    for backend in ("sdpa", "reference"):
+        torch.manual_seed(3)
+        decoder = Decoder(30, encodings[name](), n_layer=2, n_head=4, d_model=32, attention=backend)
+        decoder.double()
+        for attention_mask in (None, mask):
+            logits = decoder(ids, attention_mask=attention_mask)  # (B, T, V)
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()
+            )
+            loss.backward()
+        grads[backend] = {n: p.grad for n, p in decoder.named_parameters()}
+    for key, grad in grads["reference"].items():
+        torch.testing.assert_close(grads["sdpa"][key], grad, rtol=1e-9, atol=1e-11, msg=key)

@@ -93,14 +93,22 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> tuple[floa
     return statistics.median(ratios), min(ratios)
 
 
-def training_step(model: torch.nn.Module, ids: torch.Tensor) -> Callable[[], None]:
-    """A closure doing one AdamW step of next-token cross-entropy on `ids` (B, T)."""
+def training_step(
+    model: torch.nn.Module, ids: torch.Tensor, autocast: torch.dtype | None = None
+) -> Callable[[], None]:
+    """A closure doing one AdamW step of next-token cross-entropy on `ids` (B, T).
+
+    autocast: a dtype runs forward and loss under `torch.autocast` (as Lightning's "bf16-mixed").
+    """
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model.train()
 
     def step() -> None:
-        logits = model(ids)  # (B, T, V)
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+        with torch.autocast(ids.device.type, dtype=autocast, enabled=autocast is not None):
+            logits = model(ids)  # (B, T, V)
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()
+            )
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

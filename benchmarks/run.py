@@ -4,9 +4,11 @@
     python benchmarks/run.py --quick --output /tmp/r.md   # seconds: the smallest settings
 
 Sections (`--sections`): training (step time and peak memory of lengen's encodings, their peers
-and NoPE), eval (forward-only at 1x-8x the training length), generation (greedy, with and
-without the KV cache), data (training-batch generation against the former linear-search
-encoding, and as a share of the quickstart step), startup (`lengen` commands as subprocesses).
+and NoPE), bias (bias encodings on the CPU fast paths against the plain path), compile
+(torch.compile against eager), precision (bf16-mixed against float32), eval (forward-only at
+1x-8x the training length), generation (greedy, with and without the KV cache), data
+(training-batch generation against the former linear-search encoding, and as a share of the
+quickstart step), startup (`lengen` commands as subprocesses).
 Contenders are alternated within each repeat, with the same dimensions, batch, length, dtype
 (float32) and threads; ratios are paired: the median and the min over repeats of a / b.
 Peers need the optional extra: `pip install -e ".[bench]"`; without it only lengen runs.
@@ -34,7 +36,17 @@ import contenders  # noqa: E402
 import measure  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-SECTIONS = ("training", "eval", "generation", "data", "rope", "startup")
+SECTIONS = (
+    "training",
+    "eval",
+    "generation",
+    "data",
+    "rope",
+    "bias",
+    "compile",
+    "precision",
+    "startup",
+)
 
 
 def peers_available() -> bool:
@@ -368,6 +380,129 @@ def rope_section(args, report: Report) -> None:
     report.table(["setting", "once ms", "per layer ms", "once / per layer", "peak MiB"], rows)
 
 
+def bias_section(args, report: Report) -> None:
+    """Bias encodings on the CPU fast paths against the plain masked SDPA call, and NoPE."""
+    from lengen import attention
+
+    report("## Bias encodings: CPU fast paths against the plain masked SDPA call")
+    report(
+        "`fast`: causal SDPA with the unmasked bias (no gradient: ALiBi) or `BiasedCausalAttention`"
+        " (a learned bias); `plain`: the bias masked, then SDPA (math kernel when the bias needs "
+        f"a gradient), as before. Training step, batch {args.batch}, sizes as above; ms, ratios "
+        "to NoPE (paired median, min) and peak MiB."
+    )
+    report()
+    usable = attention._cpu_flash_usable
+    rows = []
+    for length in args.lengths:
+        dims = contenders.Dims(args.vocab, args.d_model, args.n_layer, args.n_head, length)
+        torch.manual_seed(0)
+        ids = torch.randint(0, args.vocab, (args.batch, length))
+        steps = {}
+        for encoding in ["NoPE"] + [name for name in args.bias_encodings if name != "NoPE"]:
+            for mode in ("fast", "plain") if encoding != "NoPE" else ("fast",):
+                torch.manual_seed(0)
+                step = measure.training_step(contenders.lengen_model(encoding, dims), ids)
+
+                def run(step=step, mode=mode) -> None:
+                    if mode == "plain":
+                        attention._cpu_flash_usable = lambda *args: False
+                    try:
+                        step()
+                    finally:
+                        attention._cpu_flash_usable = usable
+
+                steps[(encoding, mode)] = run
+        times = measure.alternate(steps, args.repeats, args.calls)
+        nope = times[("NoPE", "fast")]
+        for (encoding, mode), step in steps.items():
+            rows.append(
+                [
+                    f"{encoding} T={length}",
+                    mode,
+                    f"{1e3 * statistics.median(times[(encoding, mode)]):.1f}",
+                    ratio_text(measure.paired_ratio(times[(encoding, mode)], nope)),
+                    mib(measure.peak_bytes(step)),
+                ]
+            )
+    report.table(["setting", "path", "step ms", "/ NoPE", "peak MiB"], rows)
+
+
+def compile_section(args, report: Report) -> None:
+    """Training step of `torch.compile(decoder, fullgraph=True)` (inductor) against eager."""
+    report("## torch.compile (inductor, fullgraph=True) against eager")
+    report(
+        f"Training step (forward + backward + AdamW; the optimizer eager), batch {args.batch}, "
+        f"T = {args.compile_length}, sizes as above. Compile: wall seconds of the first compiled "
+        "step (compilation included); ratios compiled / eager (paired median, min)."
+    )
+    report()
+    dims = contenders.Dims(args.vocab, args.d_model, args.n_layer, args.n_head, args.compile_length)
+    torch.manual_seed(0)
+    ids = torch.randint(0, args.vocab, (args.batch, args.compile_length))
+    rows = []
+    for encoding in args.compile_encodings:
+        torch.manual_seed(0)
+        eager = contenders.lengen_model(encoding, dims)
+        torch.manual_seed(0)
+        model = contenders.lengen_model(encoding, dims)
+        compiled = torch.compile(model, fullgraph=True)
+        steps = {
+            "eager": measure.training_step(eager, ids),
+            "compiled": measure.training_step(compiled, ids),
+        }
+        start = time.perf_counter()
+        steps["compiled"]()
+        compile_s = time.perf_counter() - start
+        times = measure.alternate(steps, args.repeats, args.calls)
+        rows.append(
+            [
+                encoding,
+                f"{compile_s:.0f}",
+                f"{1e3 * statistics.median(times['eager']):.1f}",
+                f"{1e3 * statistics.median(times['compiled']):.1f}",
+                ratio_text(measure.paired_ratio(times["compiled"], times["eager"])),
+            ]
+        )
+    report.table(["encoding", "compile s", "eager ms", "compiled ms", "compiled / eager"], rows)
+
+
+def precision_section(args, report: Report) -> None:
+    """A bf16-mixed training step (Lightning's CPU autocast) against float32, paired."""
+    report("## bf16-mixed against float32 (CPU)")
+    report(
+        "`bf16-mixed`: forward and loss under `torch.autocast('cpu', torch.bfloat16)` as "
+        "Lightning's `--trainer.precision bf16-mixed` does, weights and optimizer in float32. "
+        f"Training step, batch {args.batch}, sizes as above; ratios bf16 / float32 (paired)."
+    )
+    report()
+    rows = []
+    for length in args.lengths:
+        dims = contenders.Dims(args.vocab, args.d_model, args.n_layer, args.n_head, length)
+        torch.manual_seed(0)
+        ids = torch.randint(0, args.vocab, (args.batch, length))
+        steps = {}
+        for encoding in args.precision_encodings:
+            for precision in ("32-true", "bf16-mixed"):
+                torch.manual_seed(0)
+                model = contenders.lengen_model(encoding, dims)
+                steps[(encoding, precision)] = measure.training_step(
+                    model, ids, autocast=torch.bfloat16 if precision == "bf16-mixed" else None
+                )
+        times = measure.alternate(steps, args.repeats, args.calls)
+        for encoding in args.precision_encodings:
+            fp32, bf16 = times[(encoding, "32-true")], times[(encoding, "bf16-mixed")]
+            rows.append(
+                [
+                    f"{encoding} T={length}",
+                    f"{1e3 * statistics.median(fp32):.1f}",
+                    f"{1e3 * statistics.median(bf16):.1f}",
+                    ratio_text(measure.paired_ratio(bf16, fp32)),
+                ]
+            )
+    report.table(["setting", "float32 ms", "bf16-mixed ms", "bf16 / float32"], rows)
+
+
 def startup_section(args, report: Report) -> None:
     report("## Command start-up (subprocess wall time, seconds)")
     report()
@@ -439,6 +574,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-long", type=int, default=1024)
     parser.add_argument("--data-calls", type=int, default=5)
     parser.add_argument("--startup-repeats", type=int, default=3)
+    parser.add_argument(
+        "--bias-encodings", nargs="+", default=["ALiBi", "T5Bias", "FIRE", "KerpleLog"]
+    )
+    parser.add_argument("--compile-length", type=int, default=256)
+    parser.add_argument("--compile-encodings", nargs="+", default=["NoPE", "ALiBi"])
+    parser.add_argument("--precision-encodings", nargs="+", default=["NoPE", "ALiBi", "T5Bias"])
     parser.add_argument("--note", default="", help="a line for RESULTS.md (e.g. machine load)")
     parser.add_argument(
         "--append", action="store_true", help="add to --output instead of replacing it"
@@ -449,6 +590,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.vocab, args.repeats, args.eval_train_length, args.eval_factors = 32, 1, 16, [2]
         args.gen_prompt, args.gen_new, args.data_batch, args.data_long = 4, 4, 8, 32
         args.data_calls, args.startup_repeats = 1, 1
+        args.bias_encodings, args.compile_length, args.compile_encodings = ["ALiBi"], 16, []
     unknown = set(args.sections.split(",")) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; accepted: {', '.join(SECTIONS)}")
@@ -486,6 +628,9 @@ def main(argv: list[str] | None = None) -> None:
         "generation": lambda: generation_section(args, report, with_peers),
         "data": lambda: data_section(args, report),
         "rope": lambda: rope_section(args, report),
+        "bias": lambda: bias_section(args, report),
+        "compile": lambda: compile_section(args, report),
+        "precision": lambda: precision_section(args, report),
         "startup": lambda: startup_section(args, report),
     }
     for section in SECTIONS:

@@ -143,8 +143,9 @@ def causal_bias_grad(query, key, value, bias, out, logsumexp, grad_out, chunk=No
     key_aug = torch.cat((key.to(compute), ones), -1)  # (B, nh, T, hs + 1)
     grad_out_aug = torch.cat((grad_out.to(compute), -delta), -1)  # (B, nh, T, hs + 1)
     value_aug = torch.cat((value.to(compute), ones), -1)  # (B, nh, T, hs + 1)
-    grad_bias = torch.zeros(bias.shape, dtype=compute, device=bias.device)
+    grad_bias = torch.empty(bias.shape, dtype=compute, device=bias.device)
     bias_heads = bias.shape[1]
+    accumulate = bias.shape[0] != batch  # a bias shared by the batch sums the rows
     for row in range(batch):
         bias_row = bias[row if bias.shape[0] == batch else 0]  # (nh or 1, T, T)
         grad_row = grad_bias[row if bias.shape[0] == batch else 0]  # (nh or 1, T, T)
@@ -165,8 +166,49 @@ def causal_bias_grad(query, key, value, bias, out, logsumexp, grad_out, chunk=No
             grad_scores = probs.mul_(grad_probs)
             if bias_heads != n_head:
                 grad_scores = grad_scores.sum(0, keepdim=True)  # (1, c, i1)
-            grad_row[:, rows, :stop] += grad_scores
+            if accumulate and row > 0:
+                grad_row[:, rows, :stop] += grad_scores
+            else:
+                grad_row[:, rows, :stop] = grad_scores
+                grad_row[:, rows, stop:] = 0.0
     return grad_bias.to(bias.dtype)
+
+
+class DistanceBias(torch.autograd.Function):
+    """(nh, T) bias by distance d = i - j >= 0 -> (1, nh, T, T), bias[h, i, j] = table[h, i - j].
+
+    For an encoding whose bias depends on i - j only (`is_relative`) and causal attention, where
+    the keys above the diagonal are masked anyway: there the bias repeats table[h, 0] (finite,
+    and its gradient flows back to table[h, 0]). Forward: one strided view copied; backward: the
+    (…, nh, T, T) gradient reduced to the table by diagonal sums (a skewed view), with no index
+    tensor and no scatter, unlike indexing a (T, T) distance matrix.
+    """
+
+    @staticmethod
+    def forward(ctx, table):
+        n_head, length = table.shape
+        # u[k] = table[T - 1 - k] for k < T, table[0] beyond: bias[i, j] = u[T - 1 - i + j]
+        padded = torch.cat((table.flip(-1), table[:, :1].expand(n_head, length - 1)), -1)
+        skewed = padded.as_strided((n_head, length, length), (2 * length - 1, 1, 1))
+        return skewed.flip(1)[None]  # (1, nh, T, T): row i reads u[T - 1 - i + j]
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.sum(0) if grad.dim() == 4 else grad  # (nh, T, T)
+        n_head, length = grad.shape[0], grad.shape[-1]
+        # anti-diagonal c = i + j' of grad[i, T - 1 - j'] holds distance i - j = c - (T - 1)
+        skew = grad.new_zeros(n_head, length, 2 * length)
+        skew[:, :, :length] = grad.flip(-1)
+        sums = skew.view(n_head, -1)[:, : length * (2 * length - 1)]
+        sums = sums.view(n_head, length, 2 * length - 1).sum(1)  # (nh, 2T - 1)
+        grad_table = sums[:, length - 1 :].clone()  # distances 0 .. T - 1
+        grad_table[:, 0] += sums[:, : length - 1].sum(-1)  # above the diagonal: table[h, 0]
+        return grad_table
+
+
+def distance_bias(table: torch.Tensor) -> torch.Tensor:
+    """(nh, T) bias by distance -> (1, nh, T, T) causal-attention bias (see `DistanceBias`)."""
+    return DistanceBias.apply(table)
 
 
 def reference_attention(

@@ -12,7 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lengen.attention import BACKENDS, KERNELS, flex_score, padding_bias, select_backend
+from lengen.attention import (
+    BACKENDS,
+    KERNELS,
+    distance_bias,
+    flex_score,
+    padding_bias,
+    select_backend,
+)
 from lengen.checks import require_positive_ints
 from lengen.positional import ModelDims, PositionalEncoding, build_bias, table_scope
 
@@ -353,6 +360,19 @@ class Decoder(nn.Module):
                 )
         return self.lm_head(self.ln_final(x))
 
+    def _by_distance(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> bool:
+        """Whether the bias can come from a table over distances i - j (`distance_bias`).
+
+        A relative encoding, no cache, and every row at consecutive integer positions p, p + 1,
+        ...: then bias[i, j] = score_bias(h, i - j, 0). Reads positions back, so eager only.
+        """
+        if not self.pos_encoding.is_relative or torch.compiler.is_compiling():
+            return False
+        if key_positions is not query_positions or query_positions.is_floating_point():
+            return False
+        steps = query_positions.diff(dim=1)  # (B, T - 1)
+        return bool((steps == 1).all())
+
     def _attention_bias(self, query_positions, key_positions, key_mask, dtype):
         """The bias of this forward in `self.backend`'s format, built once for every layer.
 
@@ -364,7 +384,13 @@ class Decoder(nn.Module):
 
         def dense() -> torch.Tensor | None:
             bias = None
-            if encoding.has_score_bias:
+            if encoding.has_score_bias and self._by_distance(query_positions, key_positions):
+                length = query_positions.shape[1]
+                distance = torch.arange(length, device=query_positions.device)[None, :]
+                head = torch.arange(self.n_head, device=query_positions.device)[:, None]
+                table = encoding.score_bias(head, distance, torch.zeros_like(distance))  # (nh, T)
+                bias = distance_bias(table).to(dtype)  # (1, nh, T, T)
+            elif encoding.has_score_bias:
                 shared = shared_rows(query_positions) and shared_rows(key_positions)
                 rows = slice(0, 1) if shared else slice(None)
                 bias = build_bias(

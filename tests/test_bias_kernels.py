@@ -109,9 +109,28 @@ def test_learned_bias_takes_the_flash_function(monkeypatch):
     assert calls == [1]
 
 
-@pytest.mark.parametrize("name", ["T5Bias", "KerpleLog", "FIRE", "ALiBi"])
-def test_decoder_training_gradients_equal_the_plain_path(name):
-    """A float64 decoder with the sdpa backend (fast paths) against the reference backend."""
+@pytest.mark.parametrize("length", [1, 2, 9, 31])
+def test_distance_bias_against_indexing(length):
+    """bias[h, i, j] = table[h, max(i - j, 0)] by plain indexing in float64, value and gradient."""
+    generator = torch.Generator().manual_seed(length)
+    table = torch.randn(3, length, generator=generator, dtype=torch.float64, requires_grad=True)
+    index = torch.arange(length)
+    expected = table[:, (index[:, None] - index[None, :]).clamp(min=0)][None]  # (1, nh, T, T)
+    bias = attention.distance_bias(table)
+    assert torch.equal(bias, expected)
+    grad = torch.randn(2, 3, length, length, generator=generator, dtype=torch.float64)
+    (got,) = torch.autograd.grad(bias.expand(2, 3, length, length), table, grad)
+    (want,) = torch.autograd.grad(expected.expand(2, 3, length, length), table, grad)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+ENCODINGS = ["T5Bias", "KerpleLog", "FIRE", "ALiBi"]
+
+
+@pytest.mark.parametrize("name", ENCODINGS)
+def test_decoder_training_gradients_equal_the_plain_path(name, monkeypatch):
+    """A float64 decoder on the fast paths (distance table, flash kernels) against the plain path
+    (bias by `build_bias`, reference attention), with shared, offset and padded positions."""
     from lengen_plugins.positional_encodings import alibi, fire, kerple, t5_bias
 
     encodings = {
@@ -120,21 +139,48 @@ def test_decoder_training_gradients_equal_the_plain_path(name):
         "FIRE": lambda: fire.FIRE(init_threshold=8.0),
         "ALiBi": alibi.ALiBi,
     }
-    grads = {}
     generator = torch.Generator().manual_seed(len(name))
     ids = torch.randint(0, 30, (2, 37), generator=generator)
     mask = torch.ones(2, 37, dtype=torch.long)
     mask[1, :4] = 0
-    for backend in ("sdpa", "reference"):
+    offsets = torch.arange(37) + torch.tensor([[0], [5]])  # (2, 37) rows at other offsets
+    results = {}
+    for path in ("fast", "plain"):
         torch.manual_seed(3)
+        backend = "sdpa" if path == "fast" else "reference"
         decoder = Decoder(30, encodings[name](), n_layer=2, n_head=4, d_model=32, attention=backend)
         decoder.double()
-        for attention_mask in (None, mask):
-            logits = decoder(ids, attention_mask=attention_mask)  # (B, T, V)
+        if path == "plain":
+            monkeypatch.setattr(decoder, "_by_distance", lambda *positions: False)
+        outputs = []
+        for positions, attention_mask in ((None, None), (offsets, None), (None, mask)):
+            logits = decoder(ids, positions, attention_mask)  # (B, T, V)
             loss = torch.nn.functional.cross_entropy(
                 logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()
             )
             loss.backward()
-        grads[backend] = {n: p.grad for n, p in decoder.named_parameters()}
-    for key, grad in grads["reference"].items():
-        torch.testing.assert_close(grads["sdpa"][key], grad, rtol=1e-9, atol=1e-11, msg=key)
+            outputs.append(logits.detach())
+        grads = {n: p.grad for n, p in decoder.named_parameters()}
+        results[path] = outputs, grads
+    for got, want in zip(results["fast"][0], results["plain"][0]):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    for key, grad in results["plain"][1].items():
+        torch.testing.assert_close(results["fast"][1][key], grad, rtol=1e-9, atol=1e-11, msg=key)
+
+
+def test_distance_table_is_taken_for_relative_encodings(monkeypatch):
+    from lengen_plugins.positional_encodings import fire, t5_bias
+
+    calls = []
+    original = attention.DistanceBias.apply
+    monkeypatch.setattr(
+        attention.DistanceBias, "apply", lambda *a: (calls.append(1), original(*a))[1]
+    )
+    ids = torch.zeros(2, 12, dtype=torch.long)
+    Decoder(30, t5_bias.T5Bias(), n_layer=1, n_head=2, d_model=16)(ids)
+    assert calls == [1]
+    Decoder(30, fire.FIRE(), n_layer=1, n_head=2, d_model=16)(ids)  # not relative
+    assert calls == [1]
+    positions = torch.tensor([[0, 1, 2, 4] * 3])  # a gap: not consecutive
+    Decoder(30, t5_bias.T5Bias(), n_layer=1, n_head=2, d_model=16)(ids[:1], positions)
+    assert calls == [1]

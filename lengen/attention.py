@@ -70,7 +70,8 @@ def _cpu_flash_usable(query, key, value, dropout_p: float) -> bool:
     return (
         query.device.type == "cpu"
         and not dropout_p
-        and torch.backends.cuda.flash_sdp_enabled()  # the global switch, CPU included
+        # the global switch (CPU included); dynamo cannot read it, compiled code assumes it on
+        and (torch.compiler.is_compiling() or torch.backends.cuda.flash_sdp_enabled())
         and query.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)
         and query.shape[:2] == key.shape[:2] == value.shape[:2]
         and query.shape[-1] == key.shape[-1] == value.shape[-1]

@@ -184,3 +184,31 @@ def test_distance_table_is_taken_for_relative_encodings(monkeypatch):
     positions = torch.tensor([[0, 1, 2, 4] * 3])  # a gap: not consecutive
     Decoder(30, t5_bias.T5Bias(), n_layer=1, n_head=2, d_model=16)(ids[:1], positions)
     assert calls == [1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_steep_distance_bias_and_the_denormal_state(dtype):
+    """An ALiBi-like bias (-8 per position: most probabilities far below float32's smallest
+    normal number) against float64, and the thread's denormal mode is left as it was."""
+
+    def flushed() -> bool:
+        return float(torch.full((1,), 1e-39) * 2.0) == 0.0
+
+    assert not flushed()
+    generator = torch.Generator().manual_seed(5)
+    query, key, value = (
+        torch.randn(2, 2, 33, 8, generator=generator, dtype=dtype).requires_grad_()
+        for _ in range(3)
+    )
+    index = torch.arange(33)
+    bias = -8.0 * (index[:, None] - index[None, :]).clamp(min=0).to(dtype)[None, None]
+    out = sdpa_attention(query, key, value, bias)
+    grads = torch.autograd.grad(out, (query, key, value), torch.ones_like(out))
+    assert not flushed()
+    exact = [t.detach().double().requires_grad_() for t in (query, key, value)]
+    expected = float64_attention(*exact, bias.double())
+    expected_grads = torch.autograd.grad(expected, exact, torch.ones_like(expected))
+    tolerance = TOLERANCE[dtype]
+    torch.testing.assert_close(out.double(), expected, rtol=tolerance, atol=tolerance)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad.double(), expected_grad, rtol=tolerance, atol=tolerance)

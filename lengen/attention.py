@@ -219,7 +219,7 @@ class DistanceBias(torch.autograd.Function):
     For an encoding whose bias depends on i - j only (`is_relative`) and causal attention, where
     the keys above the diagonal are masked anyway: there the bias repeats table[h, 0] (finite,
     and its gradient flows back to table[h, 0]). Forward: one strided view copied; backward: the
-    (…, nh, T, T) gradient reduced to the table by diagonal sums (a skewed view), with no index
+    (…, nh, T, T) gradient reduced to the table by diagonal sums (a strided view), with no index
     tensor and no scatter, unlike indexing a (T, T) distance matrix.
     """
 
@@ -235,13 +235,16 @@ class DistanceBias(torch.autograd.Function):
     def backward(ctx, grad):
         grad = grad.sum(0) if grad.dim() == 4 else grad  # (nh, T, T)
         n_head, length = grad.shape[0], grad.shape[-1]
-        # anti-diagonal c = i + j' of grad[i, T - 1 - j'] holds distance i - j = c - (T - 1)
-        skew = grad.new_zeros(n_head, length, 2 * length)
-        skew[:, :, :length] = grad.flip(-1)
-        sums = skew.view(n_head, -1)[:, : length * (2 * length - 1)]
-        sums = sums.view(n_head, length, 2 * length - 1).sum(1)  # (nh, 2T - 1)
-        grad_table = sums[:, length - 1 :].clone()  # distances 0 .. T - 1
-        grad_table[:, 0] += sums[:, : length - 1].sum(-1)  # above the diagonal: table[h, 0]
+        # Below T zero rows, the strided view [h, d, k] = grad[h, d + k, k] walks diagonal d.
+        padded = grad.new_empty(n_head, 2 * length, length)  # (nh, 2T, T)
+        padded[:, :length] = grad
+        padded[:, length:] = 0.0
+        diagonals = padded.as_strided(
+            (n_head, length, length), (2 * length * length, length, length + 1)
+        )
+        grad_table = diagonals.sum(-1)  # (nh, T): distances 0 .. T - 1
+        # above the diagonal (read as table[h, 0]): what the diagonals below leave of the total
+        grad_table[:, 0] += grad.sum((-2, -1)) - grad_table.sum(-1)
         return grad_table
 
 

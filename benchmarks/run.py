@@ -383,16 +383,17 @@ def rope_section(args, report: Report) -> None:
 def bias_section(args, report: Report) -> None:
     """Bias encodings on the CPU fast paths against the plain masked SDPA call, and NoPE."""
     from lengen import attention
+    from lengen.model import Decoder
 
     report("## Bias encodings: CPU fast paths against the plain masked SDPA call")
     report(
-        "`fast`: causal SDPA with the unmasked bias (no gradient: ALiBi) or `BiasedCausalAttention`"
-        " (a learned bias); `plain`: the bias masked, then SDPA (math kernel when the bias needs "
-        f"a gradient), as before. Training step, batch {args.batch}, sizes as above; ms, ratios "
-        "to NoPE (paired median, min) and peak MiB."
+        "`fast`: the bias from a distance table (relative encodings), the CPU flash kernels with "
+        "the unmasked bias (`BiasedCausalAttention`), denormals flushed; `plain`: the bias masked, "
+        "then SDPA (its math kernel when the bias needs a gradient), as before. Training step, "
+        f"batch {args.batch}, sizes as above; ms, ratios to NoPE (paired median, min), peak MiB."
     )
     report()
-    usable = attention._cpu_flash_usable
+    usable, by_distance = attention._cpu_flash_usable, Decoder._by_distance
     rows = []
     for length in args.lengths:
         dims = contenders.Dims(args.vocab, args.d_model, args.n_layer, args.n_head, length)
@@ -407,10 +408,12 @@ def bias_section(args, report: Report) -> None:
                 def run(step=step, mode=mode) -> None:
                     if mode == "plain":
                         attention._cpu_flash_usable = lambda *args: False
+                        Decoder._by_distance = lambda *args: False
                     try:
                         step()
                     finally:
                         attention._cpu_flash_usable = usable
+                        Decoder._by_distance = by_distance
 
                 steps[(encoding, mode)] = run
         times = measure.alternate(steps, args.repeats, args.calls)

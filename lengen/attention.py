@@ -76,7 +76,7 @@ def _flush_denormals() -> bool:
     """Flush denormal floats to zero on this thread; True if this call switched it on.
 
     A distance bias such as ALiBi's (-slope * distance, down to hundreds) makes many attention
-    probabilities denormal (below 1.2e-38), and x86 CPUs handle those tens of times slower:
+    probabilities denormal (below 1.2e-38), which x86 CPUs process far more slowly:
     the flash backward of ALiBi at T = 1024 took 3x the time of NoPE's without this. Values that
     small are zero against a softmax row sum of at least 1. Eager only (not traceable); torch
     offers no getter, so the current state is probed with one tiny multiplication.

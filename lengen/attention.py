@@ -55,7 +55,7 @@ def sdpa_attention(
         wants_grad = torch.is_grad_enabled() and any(
             tensor.requires_grad for tensor in (query, key, value, bias)
         )
-        if wants_grad and _cpu_flash_ops() is not None:
+        if wants_grad and bias.dim() == 4 and _cpu_flash_ops() is not None:
             return BiasedCausalAttention.apply(query, key, value, bias)
         if not (bias.requires_grad and torch.is_grad_enabled()):
             # detached: SDPA picks its math kernel (which refuses is_causal with a mask) for

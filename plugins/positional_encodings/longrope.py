@@ -46,7 +46,8 @@ class LongRoPE(RoPE):
     unscaled; transformers' form, and this one, do not. `factors` fixes one list: "short" or
     "long" use that list at every length; "auto" (default) switches at L0 as above. With "auto"
     `supports_kv_cache` is False: keys cached with the short factors would go stale once the
-    sequence passes L0, so generation recomputes the whole sequence.
+    sequence passes L0, so generation recomputes the whole sequence; and `is_relative` is False
+    (a shift of all positions can cross L0).
 
     Args:
         short_factor, long_factor: rotary_dim / 2 positive factors each; None means all ones.
@@ -96,6 +97,11 @@ class LongRoPE(RoPE):
 
     @property
     def supports_kv_cache(self) -> bool:
+        return self.factors != "auto"
+
+    @property
+    def is_relative(self) -> bool:
+        """A fixed set is shift invariant; "auto" is not (a shift can cross L0)."""
         return self.factors != "auto"
 
     def bind(self, dims: ModelDims) -> None:

@@ -226,7 +226,7 @@ def test_longrope_frequencies_and_attention_factor_match_transformers(seed):
 
 @pytest.mark.parametrize("length_over_original", [False, True])
 def test_longrope_rotation_matches_transformers_rotary_embedding(length_over_original):
-    """Below L0 the short factors rotate, above it the long ones; float32 angles on both sides."""
+    """At L = L0 the short factors rotate, at L0 + 1 the long ones; float32 angles on both sides."""
     _transformers()
     from transformers.models.llama.modeling_llama import (
         LlamaRotaryEmbedding,
@@ -239,7 +239,7 @@ def test_longrope_rotation_matches_transformers_rotary_embedding(length_over_ori
     encoding = LongRoPE(short, long, original_max_length=original, scale=factor, base=base)
     encoding.bind(ModelDims(d_model=HEAD_DIM * N_HEAD, n_head=N_HEAD, head_dim=HEAD_DIM))
     generator = torch.Generator().manual_seed(11)
-    length = 200 if length_over_original else 90
+    length = original + 1 if length_over_original else original  # the boundary: L > L0
     query = torch.randn(1, N_HEAD, length, HEAD_DIM, generator=generator)
     key = torch.randn(1, N_HEAD, length, HEAD_DIM, generator=generator)
     positions = torch.arange(length)[None]

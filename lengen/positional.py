@@ -89,7 +89,7 @@ class PositionalEncoding(nn.Module):
         """(B, T) positions -> (B, T) positions every other hook sees; called once per forward."""
         return positions
 
-    # --- token-derived positions (Abacus, position coupling): one hook, identity by default ---
+    # --- token-derived positions (Abacus, position coupling): one hook, unused unless overridden
     def token_positions(self, input_ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """(B, Tk) token ids, (B, Tk) bool mask or None -> (B, Tk) int positions from the tokens.
 

@@ -56,15 +56,15 @@ class Abacus(PositionalEncoding):
     """Abacus embeddings: a learned vector per digit index within its number (McLeish et al. 2024).
 
     McLeish, Bansal, Stein, Jain, Kirchenbauer, Bartoldson, Kailkhura, Bhatele, Geiping,
-    Goldblum, Goldstein 2024, "Transformers Can Do Arithmetic with the Right Embeddings"
-    (NeurIPS), section 3; reference implementation: `Abacus` in the authors' repository
+    Goldblum, Goldstein 2024, "Transformers Can Do Arithmetic with the Right Embeddings";
+    reference implementation: `Abacus` in the authors' repository
     mcleish7/arithmetic (abacus.py). Each digit token gets i = its 1-based index within its run of
     consecutive digits (numbers written least significant digit first, so i - 1 is the digit's
     significance); every other token gets 0. In training one offset k ~ U{0, ..., max_offset} is
     drawn per forward (the whole batch, as the reference) and added to every nonzero index, so
     the rows beyond the training length are trained too; in evaluation k = 0. The row i of a
     table `nn.Embedding(max_length, d_model)` (non-digits: row 0, a learned vector too) is added
-    to the token embedding. Nothing else is positional (the paper's main models: Abacus + NoPE).
+    to the token embedding. Nothing else is positional: the paper's Abacus + NoPE combination.
 
     Positions come from `token_positions` (the token ids), so explicit `positions` are ignored.
     Cached decoding equals the full forward: an index depends only on the tokens up to it.

@@ -29,7 +29,7 @@ class LongRoPE(RoPE):
     """LongRoPE: RoPE with each inverse frequency divided by its own factor (Ding et al. 2024).
 
     Ding, Zhang, Zhang, Xu, Shang, Xu, Yang, Yang 2024, "LongRoPE: Extending LLM Context Window
-    Beyond 2 Million Tokens" (ICML), section 2-3; reference implementations: microsoft/LongRoPE
+    Beyond 2 Million Tokens"; reference implementations: microsoft/LongRoPE
     and its inference form in Hugging Face transformers (`ROPE_INIT_FUNCTIONS["longrope"]`, used
     by Phi-3), which this follows. With theta_i = base^(-2i / r) for pair i < r/2 (r = rotary_dim)
     and rescale factors lambda_i found by the paper's evolutionary search:

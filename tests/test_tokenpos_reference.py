@@ -23,6 +23,7 @@ from lengen_plugins.positional_encodings.learned import Learned
 from lengen_plugins.positional_encodings.longrope import LongRoPE
 from lengen_plugins.positional_encodings.nope import NoPE
 from lengen_plugins.tasks.addition import Addition
+from lengen_plugins.tasks.multiplication import DecimalMultiplication
 
 DIGITS = tuple(range(4, 14))
 VOCAB = 16
@@ -248,3 +249,13 @@ def test_longrope_rotation_matches_transformers_rotary_embedding(length_over_ori
     ours_query, ours_key = encoding.rotate(query, key, positions, positions)
     torch.testing.assert_close(ours_query, expected_query, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(ours_key, expected_key, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "task",
+    [Addition(), Addition(reverse_digits=True), Addition(scratchpad=True), DecimalMultiplication()],
+    ids=["addition", "reversed", "scratchpad", "multiplication"],
+)
+def test_default_digit_ids_are_the_digits_of_lengens_arithmetic_tasks(task):
+    digits = task.encode(list("0123456789"))
+    assert tuple(digits) == Abacus().digit_ids == PositionCoupling().digit_ids

@@ -31,6 +31,7 @@ class KVCache:
     positions: torch.Tensor | None = None
     key_mask: torch.Tensor | None = None
     next_positions: torch.Tensor | None = None
+    input_ids: torch.Tensor | None = None  # (B, Tk), kept only for `token_positions` encodings
 
     def append(self, layer: int, key: torch.Tensor, value: torch.Tensor):
         """Add this layer's new (B, nh, T, hs) key/value; return all keys/values so far."""
@@ -317,6 +318,8 @@ class Decoder(nn.Module):
                 positions = start[:, None] + torch.arange(length, device=device)  # (B, T)
             else:
                 positions = start[:, None] + (mask.long().cumsum(dim=1) - 1).clamp(min=0)
+        if self.pos_encoding.has_token_positions:  # counted from the tokens (Abacus, coupling)
+            positions = self._token_positions(input_ids, mask, cache)
         positions = self.pos_encoding.transform_positions(positions)  # e.g. randomized positions
         key_positions, key_mask = positions, mask
         if cache is not None:
@@ -334,6 +337,28 @@ class Decoder(nn.Module):
                     x, positions, self.pos_encoding, bias, self.attention, cache, layer, key_mask
                 )
         return self.lm_head(self.ln_final(x))
+
+    def _token_positions(
+        self, input_ids: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None
+    ) -> torch.Tensor:
+        """(B, T) positions of the new tokens from `pos_encoding.token_positions` over all tokens.
+
+        With a cache, the cached token ids (and their mask) come first, so a position may depend
+        on every earlier token; the new ids are stored in the cache here.
+        """
+        history, history_mask = input_ids, mask
+        if cache is not None and cache.input_ids is not None:
+            history = torch.cat((cache.input_ids, input_ids), dim=1)  # (B, Tk)
+            if cache.key_mask is not None or mask is not None:
+                previous = cache.key_mask
+                if previous is None:
+                    previous = torch.ones_like(cache.input_ids, dtype=torch.bool)
+                new = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask
+                history_mask = torch.cat((previous, new), dim=1)  # (B, Tk)
+        if cache is not None:
+            cache.input_ids = history
+        positions = self.pos_encoding.token_positions(history, history_mask)  # (B, Tk)
+        return positions[:, history.shape[1] - input_ids.shape[1] :]  # (B, T)
 
     def _attention_bias(self, query_positions, key_positions, key_mask, dtype):
         """The bias of this forward in `self.backend`'s format, built once for every layer.

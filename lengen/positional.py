@@ -89,6 +89,27 @@ class PositionalEncoding(nn.Module):
         """(B, T) positions -> (B, T) positions every other hook sees; called once per forward."""
         return positions
 
+    # --- token-derived positions (Abacus, position coupling): one hook, unused unless overridden
+    def token_positions(self, input_ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, Tk) token ids, (B, Tk) bool mask or None -> (B, Tk) int positions from the tokens.
+
+        Only called when a subclass overrides it (see `has_token_positions`); the decoder then
+        uses these positions instead of counting tokens (explicit `positions` are ignored) and
+        `transform_positions` still runs after it. `input_ids` holds every token so far: with a
+        KV cache, the cached tokens first and the new ones last; the decoder keeps the last T.
+        mask: False on padding (None: no padding); padded tokens must not change the positions
+        of real ones. For cached decoding to equal the full forward, a token's position must
+        depend only on the real tokens up to it (causal); otherwise declare
+        `supports_kv_cache = False`.
+        """
+        raise NotImplementedError
+
+    @property
+    def has_token_positions(self) -> bool:
+        return type(self).token_positions is not PositionalEncoding.token_positions
+
+    # --- end of token-derived positions ---
+
     def check_positions(self, max_position: int) -> None:
         """Raise `PositionOutOfRange` if `max_position` cannot be encoded (e.g. past a table)."""
 

@@ -259,3 +259,20 @@ def test_longrope_rotation_matches_transformers_rotary_embedding(length_over_ori
 def test_default_digit_ids_are_the_digits_of_lengens_arithmetic_tasks(task):
     digits = task.encode(list("0123456789"))
     assert tuple(digits) == Abacus().digit_ids == PositionCoupling().digit_ids
+
+
+def test_a_position_wrapper_passes_the_wrapped_token_positions_through():
+    """RandomizedPositions(Abacus()) in evaluation (ordered positions) is Abacus itself."""
+    from lengen_plugins.positional_encodings.randomized import RandomizedPositions
+
+    torch.manual_seed(1)
+    wrapped = RandomizedPositions(Abacus(), eval_positions="ordered")
+    assert wrapped.has_token_positions and not RandomizedPositions(NoPE()).has_token_positions
+    plain = Decoder(VOCAB, Abacus(), n_layer=2, n_head=2, d_model=16).double().eval()
+    around = Decoder(VOCAB, wrapped, n_layer=2, n_head=2, d_model=16).double().eval()
+    around.load_state_dict(
+        {k.replace("pos_encoding.", "pos_encoding.encoding."): v for k, v in plain.state_dict().items()}
+    )
+    ids = random_rows(torch.Generator().manual_seed(4), 3, 25)
+    with torch.no_grad():
+        torch.testing.assert_close(around(ids), plain(ids), rtol=1e-12, atol=1e-12)

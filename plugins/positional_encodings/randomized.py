@@ -58,6 +58,16 @@ class _PositionWrapper(PositionalEncoding):
     def _random_positions(self, positions: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    @property
+    def has_token_positions(self) -> bool:
+        """True when a subclass computes token positions, or the wrapped encoding does."""
+        overridden = type(self).token_positions is not _PositionWrapper.token_positions
+        return overridden or self.encoding.has_token_positions
+
+    def token_positions(self, input_ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The wrapped encoding's positions from the tokens (e.g. Abacus); then transformed."""
+        return self.encoding.token_positions(input_ids, mask)
+
     def transform_positions(self, positions: torch.Tensor) -> torch.Tensor:
         positions = self.encoding.transform_positions(positions)
         if self.training or self._random_in_eval:

@@ -19,9 +19,9 @@ same key takes different positions for different queries. They override one more
 score bias), so every other encoding is untouched and keeps its fused kernels. A pairwise encoding
 usually computes a few "views" with the default hook of the encoding it wraps, each at per-token
 positions (a query at w, keys at 0, keys at floor(k / G), ...), and picks one view per pair with
-`torch.where`, as the authors' reference code does. Logit scales that depend only on the query's
-position (log-length scaling, Scalable-Softmax) need no new hook: they scale the query in `rotate`
-and the bias in `score_bias` (see docs/concepts/pairwise-encodings.md).
+`torch.where`, as the authors' reference code does. Logit scales that grow with the number of
+keys a query sees (log-length scaling, Scalable-Softmax) use the same hook: a factor of the query's
+position times the wrapped encoding's scores (see docs/concepts/pairwise-encodings.md).
 """
 
 from __future__ import annotations

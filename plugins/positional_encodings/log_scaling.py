@@ -52,9 +52,10 @@ class LogLengthScaling(_QueryScale):
     """Log-length scaling: a query's logits times log n, n the keys it sees (Chiang & Cholak).
 
     Chiang & Cholak 2022, "Overcoming a Theoretical Limitation of Self-Attention" (ACL): scaling
-    the attention logits by log n keeps attention sharp as the length n grows. Their code (the
-    `ScaledTransformerEncoderLayer` of their parity experiments) multiplies the query input by
-    ln(len) for a whole (bidirectional) sequence; in a causal decoder a query at position p sees
+    the attention logits by log n keeps attention sharp as the length n grows. Their code
+    (ndnlp/parity, `encoder.py`'s `ScaledTransformerEncoderLayer`) multiplies the input of the
+    query projection by ln(len) (in one version ln(len) / 2, a constant training absorbs) for a
+    whole (bidirectional) sequence; in a causal decoder a query at position p sees
     n = p + 1 keys, so its factor is computed from its own position and cached decoding stays
     exact. With `training_length` L the factor is log_L(n) = ln(n) / ln(L), 1 at the training
     length (the "entropy-invariant" form of Su 2023, used in bojone/rerope's patches and in

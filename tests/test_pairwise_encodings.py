@@ -206,8 +206,8 @@ def test_self_extend_regions_meet_at_the_window():
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("wrapped", ["rope", "alibi"])
-def test_dual_chunk_attention_uses_positions_within_chunks(seed, wrapped):
-    size, window = 7, 2
+@pytest.mark.parametrize("size, window", [(7, 2), (3, 4)])
+def test_dual_chunk_attention_uses_positions_within_chunks(seed, wrapped, size, window):
     inner = ALiBi() if wrapped == "alibi" else RoPE()
 
     def distance(q, p):
@@ -215,7 +215,7 @@ def test_dual_chunk_attention_uses_positions_within_chunks(seed, wrapped):
         apart = torch.floor(q / size) - torch.floor(p / size)
         intra = q_in - p_in
         successive = torch.minimum(q_in + size, torch.full_like(q, size + window)) - p_in
-        inter = size + window - p_in
+        inter = min(2 * size - 1, size + window) - p_in
         d = torch.where(apart == 0, intra, torch.where(apart == 1, successive, inter))
         return d, everything(q)
 
@@ -372,3 +372,87 @@ def test_bad_arguments_are_one_clear_line(build, match):
     with pytest.raises(ValueError, match=match) as error:
         build()
     assert "\n" not in str(error.value)
+
+
+# --- attention as the references compute it: evicted caches, per-chunk passes merged ---
+
+
+def rope_rotate(x: torch.Tensor, position: float, base: float = 10000.0) -> torch.Tensor:
+    """(hs,) vector rotated to `position` (RoFormer, half-split pairs), via complex numbers."""
+    half = HEAD_DIM // 2
+    theta = base ** (-2.0 * torch.arange(half, dtype=torch.float64) / HEAD_DIM)
+    z = torch.complex(x[:half], x[half:]) * torch.exp(1j * position * theta)
+    return torch.cat((z.real, z.imag))
+
+
+def attend(query_vector, keys, values, query_position, key_positions):
+    """One query over a list of keys at given positions -> (output (hs,), logsumexp)."""
+    q = rope_rotate(query_vector, query_position)
+    scores = torch.stack([q @ rope_rotate(k, p) for k, p in zip(keys, key_positions)]) / math.sqrt(
+        HEAD_DIM
+    )
+    weights = torch.softmax(scores, dim=0)
+    return weights @ torch.stack(values), torch.logsumexp(scores, dim=0)
+
+
+def random_qkv(seed: int, length: int):
+    generator = torch.Generator().manual_seed(seed)
+    shape = (1, N_HEAD, length, HEAD_DIM)
+    return [torch.randn(shape, generator=generator).double() for _ in range(3)]
+
+
+def test_attention_sinks_equal_decoding_with_an_evicted_cache():
+    """StreamingLLM decodes token by token with a cache of S sinks and the R latest tokens,
+    every key at its index in the cache and the query last (kv_cache.py, pos_shift)."""
+    sinks, window, length = 2, 5, 19
+    query, key, value = random_qkv(11, length)
+    positions = torch.arange(length)[None]
+    got = pairwise_attention(
+        bound(AttentionSinks(sink_tokens=sinks, window=window)),
+        query, key, value, positions, positions,
+    )  # fmt: skip
+    for h in range(N_HEAD):
+        for t in range(length):
+            cache = [p for p in range(t + 1) if p < sinks or t - p < window]  # evicted the rest
+            output, _ = attend(
+                query[0, h, t], [key[0, h, p] for p in cache], [value[0, h, p] for p in cache],
+                len(cache) - 1, list(range(len(cache))),
+            )  # fmt: skip
+            torch.testing.assert_close(got[0, h, t], output, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("chunk_len, local_window", [(5, 2), (3, 4)])
+def test_dual_chunk_attention_equals_the_reference_merge_of_three_passes(chunk_len, local_window):
+    """ChunkLlama: per query chunk, an intra, a successive and an inter attention pass, each with
+    its own query positions, merged with weights exp(lse_pass) / sum exp(lse) (its
+    merge_attn_outputs)."""
+    length = 23
+    chunk_size = chunk_len + local_window  # the reference's chunk_size: the largest position
+    query, key, value = random_qkv(12, length)
+    positions = torch.arange(length)[None]
+    encoding = bound(DualChunkAttention(chunk_size=chunk_len, local_window=local_window))
+    got = pairwise_attention(encoding, query, key, value, positions, positions)
+    q_t = list(range(chunk_len))  # intra query positions
+    qc_t = [min(t + chunk_len, chunk_size) for t in q_t]  # successive / inter query positions
+    for h in range(N_HEAD):
+        for t in range(length):
+            chunk, within = divmod(t, chunk_len)
+            passes = [  # (keys, query position)
+                (range(chunk * chunk_len, t + 1), q_t[within]),
+                (range((chunk - 1) * chunk_len, chunk * chunk_len), qc_t[within]),
+                (range(0, (chunk - 1) * chunk_len), qc_t[chunk_len - 1]),
+            ]
+            outputs, lses = [], []
+            for keys, query_position in passes:
+                keys = [p for p in keys if p >= 0]
+                if not keys:
+                    continue
+                output, lse = attend(
+                    query[0, h, t], [key[0, h, p] for p in keys], [value[0, h, p] for p in keys],
+                    query_position, [p % chunk_len for p in keys],
+                )  # fmt: skip
+                outputs.append(output)
+                lses.append(lse)
+            weights = torch.softmax(torch.stack(lses), dim=0)
+            expected = (weights[:, None] * torch.stack(outputs)).sum(0)
+            torch.testing.assert_close(got[0, h, t], expected, rtol=1e-10, atol=1e-10)

@@ -18,7 +18,8 @@ class DualChunkAttention(PairwiseWrapper):
     - intra-chunk (same chunk): q', so the distance is the true q - p;
     - successive chunk (the previous one): min(q' + s, s + w), with w the local window, so the
       nearest keys of the previous chunk keep distances close to the true ones;
-    - inter-chunk (further back): s + w, a constant.
+    - inter-chunk (further back): min(2s - 1, s + w), a constant (the successive position of the
+      chunk's last query, as in the reference; s + w unless w >= s).
     No distance exceeds s + w. The reference derives s + w = 3L/4 and w = L/16 from the
     pretraining length L (`replace_with_chunkllama`): these are the defaults here from
     `training_length`. Three views of the wrapped encoding are picked per pair (the reference
@@ -69,7 +70,7 @@ class DualChunkAttention(PairwiseWrapper):
         intra = self.view(query, key, query_in_chunk, key_in_chunk)  # (B, nh, Tq, Tk)
         successive_query = torch.clamp(query_in_chunk + size, max=size + window)
         successive = self.view(query, key, successive_query, key_in_chunk)
-        inter_query = torch.full_like(query_in_chunk, size + window)
+        inter_query = torch.full_like(query_in_chunk, min(2 * size - 1, size + window))
         inter = self.view(query, key, inter_query, key_in_chunk)
         query_chunk, key_chunk = pair_grid(query_positions // size, key_positions // size)
         chunks_apart = query_chunk - key_chunk  # (B, 1, Tq, Tk)

@@ -9,6 +9,9 @@ the Tk positions (cached decoding), so query i sees keys <= i + Tk - Tq.
   float tensor broadcastable to (B, nh, Tq, Tk) added to the scaled scores q.k/sqrt(hs) before the
   causal mask and the softmax (padded keys carry -inf there);
 - flex: a `FlexScore` (the encoding's `score_bias` as a `score_mod` and a causal block mask).
+
+An encoding with per-pair scores (`PositionalEncoding.pairwise_scores`: ReRoPE, Self-Extend, ...)
+takes `pairwise_attention` instead, whatever the backend: its scores are materialised.
 """
 
 from __future__ import annotations

@@ -456,3 +456,13 @@ def test_dual_chunk_attention_equals_the_reference_merge_of_three_passes(chunk_l
             weights = torch.softmax(torch.stack(lses), dim=0)
             expected = (weights[:, None] * torch.stack(outputs)).sum(0)
             torch.testing.assert_close(got[0, h, t], expected, rtol=1e-10, atol=1e-10)
+
+
+def test_scalable_softmax_learns_its_scale_through_the_decoder():
+    torch.manual_seed(0)
+    model = Decoder(11, ScalableSoftmax(), n_layer=1, n_head=N_HEAD, d_model=N_HEAD * HEAD_DIM)
+    ids = torch.randint(0, 11, (2, 16), generator=torch.Generator().manual_seed(8))
+    loss = torch.nn.functional.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
+    loss.backward()
+    gradient = model.pos_encoding.s.grad
+    assert gradient is not None and gradient.shape == (N_HEAD,) and (gradient != 0).all()

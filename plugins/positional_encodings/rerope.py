@@ -33,10 +33,11 @@ class LeakyReRoPE(PairwiseWrapper):
         name = type(self).__name__
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"{name}: window={window!r}; accepted: an integer >= 1")
-        if scale is not None and not scale > 1:
+        is_number = isinstance(scale, (int, float)) and not isinstance(scale, bool)
+        if name == "LeakyReRoPE" and not (is_number and scale > 1):
             raise ValueError(f"{name}: scale={scale!r}; accepted: a number > 1")
         self.window = window
-        self.scale = scale
+        self.scale = scale  # None for ReRoPE (the limit of an infinite scale)
 
     @property
     def is_relative(self) -> bool:

@@ -64,8 +64,7 @@ class AttentionSinks(PairwiseWrapper):
 
 
 class LMInfinite(PairwiseWrapper):
-    """LM-Infinite: a Lambda-shaped mask (global start tokens plus a local window) and a
-    distance ceiling.
+    """LM-Infinite: a Lambda-shaped mask (start tokens plus a local window), distances capped.
 
     Han, Wang, Peng, Xiong, Chen, Ji, Wang 2024, "LM-Infinite: Zero-Shot Extreme Length
     Generalization for Large Language Models" (NAACL); reference implementation

@@ -466,3 +466,18 @@ def test_scalable_softmax_learns_its_scale_through_the_decoder():
     loss.backward()
     gradient = model.pos_encoding.s.grad
     assert gradient is not None and gradient.shape == (N_HEAD,) and (gradient != 0).all()
+
+
+def test_randomized_positions_forward_a_wrapped_pairwise_encoding():
+    """RandomizedPositions(SelfExtend(...)) keeps Self-Extend's scores (ordered in evaluation)."""
+    from lengen_plugins.positional_encodings.randomized import RandomizedPositions
+
+    inner = SelfExtend(group_size=2, window=4)
+    outer = bound(RandomizedPositions(inner, eval_positions="ordered")).eval()
+    assert outer.has_pairwise_scores and not outer.has_score_bias
+    query_positions, key_positions = positions_case(6)
+    query, key = random_qk(6, 2, query_positions.shape[1], key_positions.shape[1])
+    torch.testing.assert_close(
+        outer.pairwise_scores(query, key, query_positions, key_positions),
+        inner.pairwise_scores(query, key, query_positions, key_positions),
+    )

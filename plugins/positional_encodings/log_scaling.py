@@ -53,9 +53,9 @@ class LogLengthScaling(_QueryScale):
 
     Chiang & Cholak 2022, "Overcoming a Theoretical Limitation of Self-Attention" (ACL): scaling
     the attention logits by log n keeps attention sharp as the length n grows. Their code
-    (ndnlp/parity, `encoder.py`'s `ScaledTransformerEncoderLayer`) multiplies the input of the
-    query projection by ln(len) (in one version ln(len) / 2, a constant training absorbs) for a
-    whole (bidirectional) sequence; in a causal decoder a query at position p sees
+    (ndnlp/parity, `encoder.py`'s `ScaledTransformerEncoderLayer` at commit 19ccc60) multiplies
+    the input of the query projection by ln(len) / 2 (the constant 1/2 is absorbed by training)
+    for a whole (bidirectional) sequence; in a causal decoder a query at position p sees
     n = p + 1 keys, so its factor is computed from its own position and cached decoding stays
     exact. With `training_length` L the factor is log_L(n) = ln(n) / ln(L), 1 at the training
     length (the "entropy-invariant" form of Su 2023, used in bojone/rerope's patches and in

@@ -22,7 +22,9 @@ class SelfExtend(PairwiseWrapper):
     passes the same way). Distances stay below W + (n - W) / G, so the window of a model
     trained on L positions extends to about (L - W) G + W. Not relative (floor(q / G) depends
     on where the sequence starts). The reference's non-flash path shifts by W - W / G (true
-    division); with W a multiple of G, as in its examples, both agree.
+    division); with W a multiple of G, as in its examples, both agree. The reference's optional
+    query scaling (`scale_base` L: max(1, log_L(p + 1))) is
+    `LogLengthScaling(SelfExtend(...), training_length=L, floor_at_one=True)`.
 
     Args:
         encoding: the wrapped encoding; None means RoPE() (ALiBi works too: its bias is taken

@@ -19,6 +19,7 @@ class LeakyReRoPE(PairwiseWrapper):
     q / k + w (1 - 1/k) with the key at p / k (real-valued positions, so the wrapped encoding
     must accept them: the RoPE family, ALiBi). Su's patches also scale queries by
     max(1, log_L(n)); stack `LogLengthScaling(training_length=L, floor_at_one=true)` for that.
+    Relative if the wrapped encoding is (RoPE, ALiBi).
 
     Args:
         encoding: the wrapped encoding; None means RoPE().
@@ -38,10 +39,6 @@ class LeakyReRoPE(PairwiseWrapper):
             raise ValueError(f"{name}: scale={scale!r}; accepted: a number > 1")
         self.window = window
         self.scale = scale  # None for ReRoPE (the limit of an infinite scale)
-
-    @property
-    def is_relative(self) -> bool:
-        return self.encoding.is_relative
 
     @classmethod
     def examples(cls) -> tuple[PositionalEncoding, ...]:

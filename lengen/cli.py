@@ -330,15 +330,25 @@ def is_context_extension(trained: type, tested: type) -> bool:
 
 
 def check_encoding_change(trained_spec, tested_spec) -> None:
-    """UsageError unless the tested encoding is the trained one or a context extension of it."""
+    """UsageError unless the tested encoding is the trained one, a context extension of it, or a
+    wrapper around it (`init_args.encoding`, e.g. SelfExtend around RoPE)."""
     trained, tested = _encoding_class(trained_spec), _encoding_class(tested_spec)
     if trained is None or tested is None or trained is tested:
         return
+    wrapped = (
+        (tested_spec.get("init_args") or {}).get("encoding")
+        if isinstance(tested_spec, dict)
+        else None
+    )
+    if wrapped is not None and _encoding_class(wrapped) is trained:
+        return  # a wrapper around what was trained (Self-Extend, ReRoPE, ... around RoPE)
     if not is_context_extension(trained, tested):
         raise UsageError(
             f"the checkpoint was trained with {trained.__name__}; testing it with "
             f"{tested.__name__} is not a context extension (allowed: another encoding of the "
-            "same family with schedulable values, e.g. RoPE -> RoPELinear, RoPENTK, YaRN, XPos); "
+            "same family with schedulable values, e.g. RoPE -> RoPELinear, RoPENTK, YaRN, XPos; "
+            "or a wrapper given the trained encoding, e.g. --model.pos_encoding SelfExtend "
+            "--model.pos_encoding.init_args.encoding RoPE); "
             "leave out --model.pos_encoding to test what was trained"
         )
 

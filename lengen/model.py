@@ -12,7 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lengen.attention import BACKENDS, KERNELS, flex_score, padding_bias, select_backend
+from lengen.attention import (
+    BACKENDS,
+    KERNELS,
+    flex_score,
+    padding_bias,
+    pairwise_attention,
+    select_backend,
+)
 from lengen.checks import require_positive_ints
 from lengen.positional import ModelDims, PositionalEncoding, build_bias, table_scope
 
@@ -22,7 +29,8 @@ class KVCache:
     """Keys and values of every layer seen so far, for cached decoding (`Decoder.new_cache`).
 
     Keys are stored after the encoding's `rotate`, so a new token only rotates its own query and
-    key. positions: (B, Tk) int positions of the cached keys; key_mask: (B, Tk) bool, False on
+    key (raw keys for an encoding with `pairwise_scores`, which rotates them per pair).
+    positions: (B, Tk) int positions of the cached keys; key_mask: (B, Tk) bool, False on
     padding; next_positions: (B,) the position the next real token of each row takes.
     """
 
@@ -90,6 +98,14 @@ class CausalSelfAttention(nn.Module):
         q = q.view(batch, length, self.n_head, head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(batch, length, self.n_head, head_dim).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(batch, length, self.n_head, head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        dropout_p = self.dropout if self.training else 0.0
+        if pos_encoding.has_pairwise_scores:  # per-pair positions: raw keys in the cache
+            if cache is not None:
+                k, v = cache.append(layer, k, v)  # (B, nh, Tk, hs)
+            key_positions = positions if cache is None else cache.positions  # (B, Tk)
+            y = pairwise_attention(pos_encoding, q, k, v, positions, key_positions, bias, dropout_p)
+            y = y.transpose(1, 2).reshape(batch, length, d_model)  # (B, T, C)
+            return F.dropout(self.proj(y), self.dropout, self.training)
         q, k = pos_encoding.rotate(q, k, positions, positions)
         if cache is not None:
             k, v = cache.append(layer, k, v)  # (B, nh, Tk, hs)
@@ -97,7 +113,6 @@ class CausalSelfAttention(nn.Module):
             contextual = pos_encoding.contextual_bias(q, k, key_mask=key_mask)  # (B, nh, T, Tk)
             contextual = contextual.to(q.dtype)
             bias = contextual if bias is None else bias + contextual
-        dropout_p = self.dropout if self.training else 0.0
         y = attention(q, k, v, bias, dropout_p)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(batch, length, d_model)  # (B, T, C)
         return F.dropout(self.proj(y), self.dropout, self.training)

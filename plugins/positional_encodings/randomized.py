@@ -106,6 +106,13 @@ class _PositionWrapper(PositionalEncoding):
     def has_contextual_bias(self) -> bool:
         return self.encoding.has_contextual_bias
 
+    def pairwise_scores(self, query, key, query_positions, key_positions) -> torch.Tensor:
+        return self.encoding.pairwise_scores(query, key, query_positions, key_positions)
+
+    @property
+    def has_pairwise_scores(self) -> bool:
+        return self.encoding.has_pairwise_scores
+
 
 EVAL_POSITIONS = ("random", "ordered")
 PER = ("batch", "row")

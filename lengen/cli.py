@@ -30,13 +30,6 @@ ONE_LINE_ERRORS = {
     ("lengen.divergence", "Diverged"): EXIT_DIVERGED,
 }
 
-# Commands of lengen's own that read files or export: (module, function taking the arguments).
-TOOLS = {
-    "report": ("lengen.report", "run_report"),  # matplotlib only when asked for
-    "heatmap": ("lengen.heatmap", "main"),
-    "export": ("lengen.export", "main"),  # torch, transformers only when asked for
-}
-
 
 def __getattr__(name: str):
     """The LightningCLI names (`LengenCLI`, `is_context_extension`, ...) moved to
@@ -94,33 +87,39 @@ def run_plugins(args: list[str]) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def run_tool(module: str, function: str, arguments: list[str]) -> None:
+    """`module.function(arguments)`, imported now; its ValueError (bad input) -> UsageError."""
+    try:
+        getattr(importlib.import_module(module), function)(arguments)
+    except ValueError as error:  # the tools' bad-input errors are one line (NotExportable too)
+        raise UsageError(str(error)) from error
+
+
 def run_command(args: list[str], argv: list[str] | None) -> None:
-    """Run the command `args` names; `argv` (None: sys.argv) goes to LightningCLI unchanged."""
-    command = args[0]
-    if command == "plugins":
+    """Run the command `args` names; `argv` (None: sys.argv) goes to LightningCLI unchanged.
+    Each command imports what it needs, here and not before."""
+    if args[:1] == ["plugins"]:
         run_plugins(args[1:])
         return
-    if command in TOOLS:
-        module, function = TOOLS[command]
-        try:
-            getattr(importlib.import_module(module), function)(args[1:])
-        except ValueError as error:  # the tools' bad-input errors are one line (NotExportable too)
-            raise UsageError(str(error)) from error
+    if args[:1] == ["report"]:
+        run_tool("lengen.report", "run_report", args[1:])  # matplotlib only for the figure
+        return
+    if args[:1] == ["heatmap"]:
+        run_tool("lengen.heatmap", "main", args[1:])
+        return
+    if args[:1] == ["export"]:
+        run_tool("lengen.export", "main", args[1:])  # torch, transformers
         return
     from lengen.quiet import silence_known_noise  # Lightning's adverts, known deprecations
 
-    silence_known_noise(command)
-    if command == "tune":
+    silence_known_noise(args[0])
+    if args[:1] == ["tune"]:
         from lengen.plugins import discover_all
-        from lengen.tune import tune  # matplotlib and the trial machinery only when asked
 
         discover_all()
-        try:
-            tune(args[1:])
-        except ValueError as error:
-            raise UsageError(str(error)) from error
+        run_tool("lengen.tune", "tune", args[1:])  # Lightning: trials are `lengen fit` runs
         return
-    from lengen.lightning_cli import run  # fit, validate, test, predict (and their errors)
+    from lengen.lightning_cli import run  # fit, validate, test, predict
 
     run(argv)
 

@@ -364,7 +364,7 @@ def data_section(args, report: Report) -> None:
     report(
         f"Quickstart step (ALiBi, 2 layers, d_model 64, batch {args.data_batch}, T <= 33): "
         f"{step_ms:.1f} ms; data generation + collation {quickstart_ms:.2f} ms = "
-        f"{share:.1f} % of it (target < 3 %: {'met' if share < 3 else 'not met'})."
+        f"{share:.1f} % of it. Target < 3 %: {'met' if share < 3 else 'not met'}."
     )
     report()
 

@@ -70,7 +70,7 @@ def _entry_points(group: str) -> list[tuple[EntryPoint, str]]:
         distribution = names[key][1]
         previous = found.get(entry_point.name)
         if previous is not None:
-            (previous_entry, previous_distribution) = previous
+            previous_entry, previous_distribution = previous
             if previous_distribution == distribution and previous_entry.value == entry_point.value:
                 continue  # the same distribution seen twice on sys.path
             raise PluginConflict(

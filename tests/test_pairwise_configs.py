@@ -78,7 +78,8 @@ def test_train_with_rope_then_test_with_self_extend_from_the_checkpoint(tmp_path
         "--data.init_args.test_examples_per_length", "4",
         "--data.init_args.cache_dir", str(tmp_path / "cache"),
     ]  # fmt: skip
-    main(["fit", *tiny, "--config", str(REPO / "configs" / "pe" / "rope.yaml")])
+    fit = ["fit", *tiny, "--config", str(REPO / "configs" / "pe" / "rope.yaml")]
+    main([*fit, "--model.pos_encoding.init_args.base", "500"])
     # The test command takes the model from the training config and re-applies `--model...`.
     main([
         "test", *tiny, "--model.pos_encoding", "SelfExtend",
@@ -91,3 +92,5 @@ def test_train_with_rope_then_test_with_self_extend_from_the_checkpoint(tmp_path
     encoding_config = json.loads(results_file.read_text())["config"]["model"]["pos_encoding"]
     assert encoding_config["class_path"].endswith("SelfExtend")
     assert encoding_config["init_args"]["window"] == 4
+    # The wrapped RoPE is the trained one, with its training arguments (base 500, not 10000).
+    assert encoding_config["init_args"]["encoding"]["init_args"]["base"] == 500

@@ -549,10 +549,16 @@ class LengenModule(L.LightningModule):
         tensors differ only in schedulable values, e.g. a RoPE checkpoint tested with RoPELinear
         or YaRN (context extension without fine-tuning): the configured encoding's schedulable
         values that the checkpoint lacks keep their configured values, and the trained
-        encoding's schedulable values are dropped. Any other difference is a one-line error."""
+        encoding's schedulable values are dropped. A wrapper around the trained encoding (e.g.
+        SelfExtend around FIRE) takes its weights one module deeper. Any other difference is a
+        one-line error."""
         prefix = "decoder.pos_encoding."
         state = checkpoint["state_dict"]
         own = {k: v for k, v in self.state_dict().items() if k.startswith(prefix)}
+        inner = prefix + "encoding."  # a wrapper's wrapped encoding (SelfExtend around FIRE)
+        if any(k.startswith(inner) for k in own) and not any(k.startswith(inner) for k in state):
+            for key in [k for k in state if k.startswith(prefix)]:  # trained without the wrapper
+                state[inner + key.removeprefix(prefix)] = state.pop(key)
         trained_name, trained_schedulable = trained_encoding(checkpoint)
         for name in self.decoder.pos_encoding.schedulable:
             state.setdefault(prefix + name, own[prefix + name].clone())

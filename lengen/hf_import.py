@@ -93,8 +93,8 @@ def rope_parameters(config) -> dict:
     return parameters
 
 
-def encoding_from_config(folder: str) -> tuple[PositionalEncoding, str]:
-    """(the lengen encoding equal to the folder's rope, its description as `Name(arg=value)`).
+def encoding_from_config(folder: str) -> tuple[PositionalEncoding, dict]:
+    """(the lengen encoding equal to the folder's rope, its constructor arguments).
 
     Follows transformers' `modeling_rope_utils`: dynamic takes its original length L0 from
     max_position_embeddings; yarn's factor defaults to max_position_embeddings /
@@ -159,27 +159,38 @@ def encoding_from_config(folder: str) -> tuple[PositionalEncoding, str]:
             low_freq_factor=float(rope["low_freq_factor"]),
             high_freq_factor=float(rope["high_freq_factor"]),
         )
-    described = ", ".join(f"{key}={value}" for key, value in arguments.items())
-    return encoding_class(**arguments), f"{encoding_class.__name__}({described})"
+    return encoding_class(**arguments), arguments
+
+
+def describe(encoding: PositionalEncoding, arguments: dict) -> str:
+    """`Name(arg=value, ...)`."""
+    listed = ", ".join(f"{key}={value}" for key, value in arguments.items())
+    return f"{type(encoding).__name__}({listed})"
 
 
 def choose_encoding(
     folder: str, given: PositionalEncoding | None
-) -> tuple[PositionalEncoding, str | None]:
-    """(the encoding to use, a line to print or None): the folder's own rope unless `given`.
+) -> tuple[PositionalEncoding, dict | None, str | None]:
+    """(the encoding to use, its constructor arguments when chosen here, a line to print or
+    None): the folder's own rope unless `given`.
 
     A rope without a lengen equivalent is refused only when no encoding is given: under an
     encoding of the user's choice such a checkpoint can still be studied.
     """
     if given is None:
-        return encoding_from_config(folder)[0], None
+        encoding, arguments = encoding_from_config(folder)
+        return encoding, arguments, None
     try:
-        _, described = encoding_from_config(folder)
+        described = describe(*encoding_from_config(folder))
     except ValueError as error:
         described = f"no lengen equivalent ({error})"
-    return given, (
-        f"lengen: hf_checkpoint {folder}: its rope is {described}; the command line's encoding "
-        f"{type(given).__name__} replaces it"
+    return (
+        given,
+        None,
+        (
+            f"lengen: hf_checkpoint {folder}: its rope is {described}; the command line's encoding "
+            f"{type(given).__name__} replaces it"
+        ),
     )
 
 
@@ -195,9 +206,17 @@ def _repeat_heads(weight: torch.Tensor, n_kv_head: int, n_head: int) -> torch.Te
 def load_hf_weights(decoder: Decoder, folder: str) -> str:
     """Copy the weights of transformers folder `folder` into `decoder`; return one line."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
     config = _config(folder)
-    source = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).state_dict()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # lengen prints its own line
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    source = model.state_dict()
     n_head, n_kv = config.num_attention_heads, config.num_key_value_heads
     target = {
         "token_embedding.weight": source["model.embed_tokens.weight"],

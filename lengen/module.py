@@ -186,10 +186,16 @@ class LengenModule(L.LightningModule):
         if hf_checkpoint is not None:  # the transformers config decides the architecture
             from lengen.hf_import import choose_encoding, hf_architecture
 
-            pos_encoding, line = choose_encoding(hf_checkpoint, pos_encoding)
+            pos_encoding, arguments, line = choose_encoding(hf_checkpoint, pos_encoding)
             if line:
                 print(line)
-            self.hparams["pos_encoding"] = pos_encoding  # load_from_checkpoint needs no folder
+            if arguments is not None:  # chosen here: saved, so load_from_checkpoint needs no folder
+                cls = type(pos_encoding)
+                self.hparams["pos_encoding"] = (  # as the CLI saves a plugin, else the instance
+                    {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": arguments}
+                    if "_instantiator" in self.hparams
+                    else pos_encoding
+                )
 
             imported = hf_architecture(hf_checkpoint)
             if vocab_size > imported["vocab_size"]:  # e.g. linked from the data's tokenizer

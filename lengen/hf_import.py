@@ -184,14 +184,19 @@ def choose_encoding(
         described = describe(*encoding_from_config(folder))
     except ValueError as error:
         described = f"no lengen equivalent ({error})"
-    return (
-        given,
-        None,
-        (
-            f"lengen: hf_checkpoint {folder}: its rope is {described}; the command line's encoding "
-            f"{type(given).__name__} replaces it"
-        ),
+    theta = float(rope_parameters(_config(folder))["rope_theta"])
+    base = getattr(given, "base", None)
+    note = ""
+    if isinstance(base, (int, float)) and float(base) != theta:  # e.g. left at its default
+        note = (
+            f" (its base={float(base)} is not the checkpoint's rope_theta={theta}: "
+            f"--model.pos_encoding.init_args.base {theta} keeps the pretrained frequencies)"
+        )
+    line = (
+        f"lengen: hf_checkpoint {folder}: its rope is {described}; the command line's encoding "
+        f"{type(given).__name__} replaces it{note}"
     )
+    return given, None, line
 
 
 def _repeat_heads(weight: torch.Tensor, n_kv_head: int, n_head: int) -> torch.Tensor:

@@ -141,6 +141,15 @@ def test_command_line_encoding_replaces_the_checkpoints_with_one_line(tmp_path, 
     assert "its rope is YaRN(base=10000.0, scale=4.0, original_max_length=16" in lines[0]
     assert lines[0].endswith("the command line's encoding RoPELinear replaces it")
 
+    save_random(LlamaForCausalLM, make_config("llama", "linear"), tmp_path / "theta1000")
+    LengenModule(RoPELinear(scale=2.0), hf_checkpoint=str(tmp_path / "theta1000"), metrics=[],
+                 vocab_size=VOCAB)  # fmt: skip
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "replaces it" in line]
+    assert line.endswith(
+        "replaces it (its base=10000.0 is not the checkpoint's rope_theta=1000.0: "
+        "--model.pos_encoding.init_args.base 1000.0 keeps the pretrained frequencies)"
+    )
+
 
 def test_rope_without_lengen_equivalent_is_refused_in_one_line(tmp_path):
     longrope = {
@@ -167,3 +176,46 @@ def test_rope_without_lengen_equivalent_is_refused_in_one_line(tmp_path):
 def test_encoding_is_required_without_a_checkpoint():
     with pytest.raises(ValueError, match="model.pos_encoding is required"):
         LengenModule(metrics=[])
+
+
+def test_cli_fit_without_encoding_keeps_the_checkpoints_rope_through_export(tmp_path):
+    """`lengen fit --model.hf_checkpoint DIR` (no encoding) on a YaRN Llama, with a learning
+    rate too small to move a float32 weight, then `lengen export`: the exported model has the
+    checkpoint's rope parameters and gives the original model's logits."""
+    from cli_run import lengen
+
+    from lengen.export import byte_tokenizer
+
+    config = LlamaConfig(
+        **{**SIZES, "vocab_size": 256},
+        max_position_embeddings=4 * ORIGINAL,
+        rope_parameters={"rope_type": "yarn", **ROPES["yarn"][0]},
+    )
+    reference = save_random(LlamaForCausalLM, config, tmp_path / "hf")
+    byte_tokenizer().save_pretrained(tmp_path / "hf")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("def f(x):\n    return x + 1\n" * 400)
+    result = lengen(
+        "fit", "--model.hf_checkpoint", str(tmp_path / "hf"), "--model.lr", "1e-30",
+        "--model.warmup_steps", "0", "--model.metrics", "[Perplexity]",
+        "--data", "TextDataModule", "--data.init_args.files", f"[{corpus}]",
+        "--data.init_args.tokenizer", str(tmp_path / "hf"), "--data.init_args.n_ctx", "32",
+        "--data.init_args.eval_multiples", "[1]", "--data.init_args.batch_size", "2",
+        "--data.init_args.cache_dir", str(tmp_path / "c"), "--trainer.max_steps", "1",
+        "--trainer.limit_val_batches", "0", "--trainer.accelerator", "cpu",
+        "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path / "r"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "encoding used: YaRN(" in result.stdout and "replaces it" not in result.stdout
+    (checkpoint,) = (tmp_path / "r").rglob("*.ckpt")
+    result = lengen("export", "--ckpt_path", str(checkpoint), "--out", str(tmp_path / "x"),
+                    cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    exported = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "x").eval()
+    rope = exported.config.rope_parameters
+    for key, value in ROPES["yarn"][0].items():
+        assert rope[key] == value, key
+    ids = torch.randint(0, 256, (2, 6 * ORIGINAL))
+    with torch.no_grad():
+        torch.testing.assert_close(exported(ids).logits, reference(ids).logits, rtol=0, atol=1e-5)

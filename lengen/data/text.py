@@ -207,8 +207,9 @@ class TextDataModule(L.LightningDataModule):
     `--model.hf_checkpoint`, or one `lengen export` wrote) or a hub name (needs `transformers`).
     max_tokens cuts the token stream; its last `val_fraction` is held out, the first half for val,
     the second for test (at most `eval_tokens` tokens each). window: "n_ctx+1" (correct) or
-    "n_ctx" (the off-by-one, for demonstrations). eval_mode: "nonoverlapping" or "sliding" (stride `eval_stride`, default
-    n_ctx // 2); eval_multiples: evaluation contexts in units of n_ctx.
+    "n_ctx" (the off-by-one, for demonstrations). eval_mode: "nonoverlapping" or "sliding"
+    (stride `eval_stride`, default n_ctx // 2); eval_multiples: evaluation contexts in units of
+    n_ctx.
 
     Resuming (`--ckpt_path`) continues the interrupted epoch at the batch the uninterrupted run
     would draw next (`resume_position`), so the per-step losses match it exactly.

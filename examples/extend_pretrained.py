@@ -1,15 +1,16 @@
 """Extend the context of a pretrained model, end to end (docs/howto/extend-pretrained.md).
 
-    python examples/extend_pretrained.py --tiny --out runs/extend   # seconds: what CI runs
-    python examples/extend_pretrained.py --out runs/extend          # a larger tiny model
+    python examples/extend_pretrained.py --tiny --root_dir runs/extend   # what CI runs
+    python examples/extend_pretrained.py --root_dir runs/extend          # a larger tiny model
 
 A tiny random Llama (byte-level tokenizer, pretrained length L0) stands in for a real checkpoint:
 1. import it and evaluate at 1x-8x L0 (perplexity vs length; passkey retrieval);
 2. fine-tune it at 4x L0 with Position Interpolation (RoPELinear) and with YaRN;
 3. evaluate both fine-tuned models at 1x-8x L0;
 4. export the fine-tuned models as transformers folders and load them back.
-Every step is a `lengen` command, printed before it runs. Outputs go under --out (a new folder):
-pretrained/, base/, pi/, yarn/ (runs with results.json), export-pi/, export-yarn/.
+Every step is a `lengen` command, printed before it runs. Outputs go under --root_dir: the
+checkpoint in pretrained/; the runs (each evaluation with its results.json) in lightning_logs/
+(the imported model), pi/ and yarn/ (fine-tuned); the exported folders export-pi/, export-yarn/.
 """
 
 from __future__ import annotations
@@ -66,10 +67,11 @@ def lengen(*args: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="the smallest sizes (CI)")
-    parser.add_argument("--out", default="runs/extend", help="a new output folder")
+    parser.add_argument("--root_dir", default="runs/extend", help="output folder")
     args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=False)
+    out = Path(args.root_dir)
+    if (out / "pretrained").exists():
+        parser.error(f"{out} holds an earlier run (pretrained/); give a new --root_dir")
 
     # L0, model width, fine-tuning steps, evaluation tokens per length, passkeys per length
     L0, d_model, steps, eval_tokens, passkeys = (
@@ -98,7 +100,7 @@ def main() -> None:
     ]  # fmt: skip
 
     # 1. The pretrained model as it is: its own rope (here plain RoPE) is chosen on import.
-    base = ["--model.hf_checkpoint", pretrained, "--trainer.default_root_dir", str(out / "base")]
+    base = ["--model.hf_checkpoint", pretrained, "--trainer.default_root_dir", str(out)]
     lengen("test", *base, *text, *at_1x_to_8x, *cpu)
     lengen("test", *base, *passkey, *cpu)
 

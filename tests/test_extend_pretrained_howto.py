@@ -19,9 +19,9 @@ L0 = 128  # the tiny checkpoint's pretrained length (max_position_embeddings)
 
 
 def results(root: Path) -> dict[str, dict]:
-    """{metric name: results.json} of the test runs below `root`."""
+    """{metric name: results.json} of the test runs in `root`/lightning_logs."""
     found = {}
-    for path in root.rglob("results.json"):
+    for path in root.glob("lightning_logs/version_*/results.json"):
         loaded = json.loads(path.read_text())
         for metric in loaded["metrics"]:
             found[metric] = loaded
@@ -32,13 +32,13 @@ def test_extend_pretrained_howto_runs(tmp_path):
     out = tmp_path / "extend"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LENGEN_CACHE_DIR": str(tmp_path / "cache")}
     run = subprocess.run(
-        [sys.executable, str(SCRIPT), "--tiny", "--out", str(out)],
+        [sys.executable, str(SCRIPT), "--tiny", "--root_dir", str(out)],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     lengths = {str(multiple * L0) for multiple in (1, 2, 4, 8)}
-    expected_encoding = {"base": "RoPE", "pi": "RoPELinear", "yarn": "YaRN"}
+    expected_encoding = {".": "RoPE", "pi": "RoPELinear", "yarn": "YaRN"}
     for name, encoding in expected_encoding.items():
         found = results(out / name)
         assert set(found) == {"perplexity", "presence_accuracy"}, name

@@ -93,6 +93,16 @@ def rope_parameters(config) -> dict:
     return parameters
 
 
+def _encoding_plugin(name: str) -> type:
+    """The installed positional-encoding plugin class `name` (lengen's own RoPE family)."""
+    from lengen.plugins import GROUPS, discover
+
+    plugin = discover(GROUPS["positional_encodings"]).get(name)
+    if plugin is None or plugin.error is not None:
+        raise ValueError(f"hf_checkpoint needs the positional encoding plugin {name}, not loaded")
+    return plugin.obj
+
+
 def encoding_from_config(folder: str) -> tuple[PositionalEncoding, dict]:
     """(the lengen encoding equal to the folder's rope, its constructor arguments).
 
@@ -102,14 +112,6 @@ def encoding_from_config(folder: str) -> tuple[PositionalEncoding, dict]:
     both are given (else 0.1 ln(factor) + 1, YaRN's own default); beta_fast / beta_slow default
     to 32 / 1. Raises ValueError (one line) for a rope without a lengen equivalent.
     """
-    from lengen_plugins.positional_encodings.rope import RoPE
-    from lengen_plugins.positional_encodings.rope_scaling import (
-        RoPEDynamicNTK,
-        RoPELinear,
-        RoPELlama3,
-        YaRN,
-    )
-
     config = _config(folder)
     rope = rope_parameters(config)
     rope_type = rope["rope_type"]
@@ -123,17 +125,17 @@ def encoding_from_config(folder: str) -> tuple[PositionalEncoding, dict]:
         )
     arguments: dict = {"base": float(rope["rope_theta"])}
     if rope_type == "default":
-        encoding_class = RoPE
+        encoding_name = "RoPE"
     elif rope_type == "linear":
-        encoding_class = RoPELinear
+        encoding_name = "RoPELinear"
         arguments["scale"] = float(rope["factor"])
     elif rope_type == "dynamic":
-        encoding_class = RoPEDynamicNTK
+        encoding_name = "RoPEDynamicNTK"
         arguments.update(
             scale=float(rope["factor"]), original_max_length=int(config.max_position_embeddings)
         )
     elif rope_type == "yarn":
-        encoding_class = YaRN
+        encoding_name = "YaRN"
         original = int(rope["original_max_position_embeddings"])
         factor = rope.get("factor") or config.max_position_embeddings / original
         attention_factor = rope.get("attention_factor")
@@ -152,14 +154,14 @@ def encoding_from_config(folder: str) -> tuple[PositionalEncoding, dict]:
         if attention_factor is not None:
             arguments["attention_factor"] = float(attention_factor)
     else:  # llama3
-        encoding_class = RoPELlama3
+        encoding_name = "RoPELlama3"
         arguments.update(
             scale=float(rope["factor"]),
             original_max_length=int(rope["original_max_position_embeddings"]),
             low_freq_factor=float(rope["low_freq_factor"]),
             high_freq_factor=float(rope["high_freq_factor"]),
         )
-    return encoding_class(**arguments), arguments
+    return _encoding_plugin(encoding_name)(**arguments), arguments
 
 
 def describe(encoding: PositionalEncoding, arguments: dict) -> str:

@@ -37,7 +37,12 @@ def _config(folder: str):
 
     if not (Path(folder) / "config.json").is_file():
         raise ValueError(f"hf_checkpoint={folder!r} is not a transformers folder (no config.json)")
-    config = AutoConfig.from_pretrained(folder)
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (KeyError, ValueError, OSError) as error:  # e.g. rope parameters missing a key
+        detail = " ".join(str(error).split())
+        message = f"hf_checkpoint {folder}: transformers refuses its config: {detail}"
+        raise ValueError(message) from None
     name = f"hf_checkpoint {folder}: model_type={config.model_type!r}"
     if config.model_type not in MODEL_TYPES:
         raise ValueError(f"{name} is not accepted; accepted: {', '.join(MODEL_TYPES)}")

@@ -219,3 +219,15 @@ def test_cli_fit_without_encoding_keeps_the_checkpoints_rope_through_export(tmp_
     ids = torch.randint(0, 256, (2, 6 * ORIGINAL))
     with torch.no_grad():
         torch.testing.assert_close(exported(ids).logits, reference(ids).logits, rtol=0, atol=1e-5)
+
+
+def test_config_transformers_refuses_is_one_line(tmp_path):
+    save_random(LlamaForCausalLM, make_config("llama", "linear"), tmp_path / "hf")
+    saved = json.loads((tmp_path / "hf" / "config.json").read_text())
+    saved["rope_parameters"] = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 4.0}
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError) as error:
+        LengenModule(hf_checkpoint=str(tmp_path / "hf"), vocab_size=VOCAB, metrics=[])
+    assert "\n" not in str(error.value)
+    assert "transformers refuses its config" in str(error.value)
+    assert "low_freq_factor" in str(error.value)

@@ -107,11 +107,12 @@ class LengenModule(L.LightningModule):
     `hf_checkpoint`: a `transformers` Llama-family folder (Llama, Qwen2, Mistral without sliding
     window; see lengen/hf_import.py) whose config replaces the architecture arguments and whose
     weights are loaded at construction (so fit, validate, test and predict all start from them),
-    under the positional encoding given here.
+    under the positional encoding given here, or by default the one equal to its rope parameters.
 
     Args:
         pos_encoding: the positional encoding plugin (short name, e.g. RoPE, ALiBi; see
-            `lengen plugins`); its own arguments via `--model.pos_encoding.help NAME`.
+            `lengen plugins`); its own arguments via `--model.pos_encoding.help NAME`. None
+            (only with hf_checkpoint): the lengen encoding equal to the checkpoint's rope.
         vocab_size: token vocabulary size; linked from the data module by the CLI.
         n_layer: number of Transformer blocks.
         n_head: attention heads per block; must divide d_model.
@@ -136,7 +137,7 @@ class LengenModule(L.LightningModule):
 
     def __init__(
         self,
-        pos_encoding: PositionalEncoding,
+        pos_encoding: PositionalEncoding | None = None,
         vocab_size: int = 256,
         n_layer: int = 2,
         n_head: int = 4,
@@ -159,6 +160,11 @@ class LengenModule(L.LightningModule):
     ) -> None:
         super().__init__()
         check_optimizer_arguments(lr, weight_decay, warmup_steps, min_lr_ratio)
+        if pos_encoding is None and hf_checkpoint is None:
+            raise ValueError(
+                "model.pos_encoding is required (e.g. --model.pos_encoding RoPE); it may be left "
+                "out only with --model.hf_checkpoint, whose rope parameters then choose it"
+            )
         if init_from is not None and not Path(init_from).is_file():
             raise ValueError(f"init_from={init_from!r} is not a checkpoint file")
         self.init_from = init_from  # not a hyperparameter: load_from_checkpoint must not need it
@@ -178,7 +184,18 @@ class LengenModule(L.LightningModule):
             norm_eps=norm_eps,
         )
         if hf_checkpoint is not None:  # the transformers config decides the architecture
-            from lengen.hf_import import hf_architecture
+            from lengen.hf_import import choose_encoding, hf_architecture
+
+            pos_encoding, arguments, line = choose_encoding(hf_checkpoint, pos_encoding)
+            if line:
+                print(line)
+            if arguments is not None:  # chosen here: saved, so load_from_checkpoint needs no folder
+                cls = type(pos_encoding)
+                self.hparams["pos_encoding"] = (  # as the CLI saves a plugin, else the instance
+                    {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": arguments}
+                    if "_instantiator" in self.hparams
+                    else pos_encoding
+                )
 
             imported = hf_architecture(hf_checkpoint)
             if vocab_size > imported["vocab_size"]:  # e.g. linked from the data's tokenizer

@@ -305,7 +305,9 @@ class TaskDataModule(L.LightningDataModule):
     """Train on lengths in [train_min_length, train_max_length]; evaluate per length.
 
     eval_lengths: the evaluation buckets; None means every multiple of max(1, train_max_length // 4)
-    up to 4 x train_max_length. `vocab_size` is linked to the model by the CLI.
+    up to 4 x train_max_length. `vocab_size` is linked to the model by the CLI. `tokenizer`: a
+    `transformers` tokenizer (folder or hub name) whose ids a text task's examples are given in
+    (lengen/data/tokenized.py); None keeps the task's own symbols.
 
     Args:
         task: the task plugin (short name, e.g. Copy; see `lengen plugins`).
@@ -319,6 +321,7 @@ class TaskDataModule(L.LightningDataModule):
         seed: seed of the training stream and of the evaluation sets.
         cache_dir: where evaluation sets are cached; None: $LENGEN_CACHE_DIR or ~/.cache/lengen.
         num_workers: DataLoader worker processes for training.
+        tokenizer: a transformers tokenizer for a text (retrieval) task; None: the task's symbols.
     """
 
     def __init__(
@@ -334,6 +337,7 @@ class TaskDataModule(L.LightningDataModule):
         seed: int = 0,
         cache_dir: str | None = None,
         num_workers: int = 0,
+        tokenizer: str | None = None,
     ) -> None:
         super().__init__()
         require_positive_ints(
@@ -358,6 +362,10 @@ class TaskDataModule(L.LightningDataModule):
                 f"eval_lengths must be a non-empty list of lengths >= {task.min_length}, "
                 f"got {eval_lengths}"
             )
+        if tokenizer is not None:
+            from lengen.data.tokenized import TokenizedTask
+
+            task = TokenizedTask(task, tokenizer)
         self.task = task
         self.train_min_length = train_min_length
         self.train_max_length = train_max_length

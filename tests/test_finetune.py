@@ -186,7 +186,7 @@ def test_encoding_weights_that_do_not_fit_are_a_one_line_error():
 
 
 def test_a_checkpoint_loads_into_a_wrapper_around_its_encoding_with_every_weight():
-    """FIRE trained without a wrapper, tested with LogLengthScaling around it: FIRE's own weights."""
+    """FIRE trained without a wrapper, tested inside LogLengthScaling: FIRE's own weights."""
     from lengen_plugins.positional_encodings.fire import FIRE
     from lengen_plugins.positional_encodings.log_scaling import LogLengthScaling
 

@@ -270,9 +270,8 @@ def test_a_position_wrapper_passes_the_wrapped_token_positions_through():
     assert wrapped.has_token_positions and not RandomizedPositions(NoPE()).has_token_positions
     plain = Decoder(VOCAB, Abacus(), n_layer=2, n_head=2, d_model=16).double().eval()
     around = Decoder(VOCAB, wrapped, n_layer=2, n_head=2, d_model=16).double().eval()
-    around.load_state_dict(
-        {k.replace("pos_encoding.", "pos_encoding.encoding."): v for k, v in plain.state_dict().items()}
-    )
+    state = plain.state_dict()
+    around.load_state_dict({k.replace("pos_encoding.", "pos_encoding.encoding."): state[k] for k in state})
     ids = random_rows(torch.Generator().manual_seed(4), 3, 25)
     with torch.no_grad():
         torch.testing.assert_close(around(ids), plain(ids), rtol=1e-12, atol=1e-12)

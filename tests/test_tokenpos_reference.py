@@ -271,7 +271,8 @@ def test_a_position_wrapper_passes_the_wrapped_token_positions_through():
     plain = Decoder(VOCAB, Abacus(), n_layer=2, n_head=2, d_model=16).double().eval()
     around = Decoder(VOCAB, wrapped, n_layer=2, n_head=2, d_model=16).double().eval()
     state = plain.state_dict()
-    around.load_state_dict({k.replace("pos_encoding.", "pos_encoding.encoding."): state[k] for k in state})
+    deeper = {k.replace("pos_encoding.", "pos_encoding.encoding."): v for k, v in state.items()}
+    around.load_state_dict(deeper)
     ids = random_rows(torch.Generator().manual_seed(4), 3, 25)
     with torch.no_grad():
         torch.testing.assert_close(around(ids), plain(ids), rtol=1e-12, atol=1e-12)

@@ -213,6 +213,7 @@ class LengenModule(L.LightningModule):
             from lengen.hf_import import load_hf_weights
 
             print(load_hf_weights(self.decoder, hf_checkpoint))
+        self._default_metrics = metrics is None
         if metrics is None:
             metrics = default_metrics()
         self.metrics = nn.ModuleDict(
@@ -235,6 +236,32 @@ class LengenModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.init_from is not None:
             print(self.load_matching_weights(self.init_from))
+        self._check_metrics_read_the_tokens()
+
+    def _check_metrics_read_the_tokens(self) -> None:
+        """With a `transformers` tokenizer on the data, metrics that read ids as bytes would give
+        meaningless numbers: left out of the default metric set (one line), refused when asked."""
+        from lengen.data.tokenized import TokenizedTask
+
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        if not isinstance(getattr(datamodule, "task", None), TokenizedTask):
+            return
+        byte_level = sorted(
+            {type(m).__name__ for m in self.metrics["test"].values() if m.byte_level}
+        )
+        if not byte_level:
+            return
+        if not self._default_metrics:
+            raise MisconfigurationException(
+                f"{', '.join(byte_level)} read token ids as bytes and cannot score the ids of "
+                "--data.init_args.tokenizer; use PresenceAccuracy or ExactMatch with a tokenizer"
+            )
+        for split in SPLITS:
+            for name in [n for n, m in self.metrics[split].items() if m.byte_level]:
+                del self.metrics[split][name]
+        print(
+            f"lengen: left out with a tokenizer (they read ids as bytes): {', '.join(byte_level)}"
+        )
 
     def load_matching_weights(self, path: str) -> str:
         """Load every tensor of checkpoint `path` whose name and shape match; return one line."""

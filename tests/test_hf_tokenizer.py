@@ -184,3 +184,33 @@ def test_language_model_data_uses_the_tokenizer(tmp_path, bpe):
     for text in documents:
         expected = tokenizer(text, add_special_tokens=False)["input_ids"]
         assert data.tokenizer.encode(text) == expected + [tokenizer.eos_token_id]
+
+
+def test_byte_level_metrics_are_left_out_or_refused_with_a_tokenizer(tmp_path, bpe):
+    """StringMatchAll/Part read ids as bytes: with a tokenizer they would score nonsense."""
+    from types import SimpleNamespace
+
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from lengen.module import LengenModule
+    from lengen_plugins.metrics.string_match import StringMatchAll
+    from lengen_plugins.positional_encodings.rope import RoPE
+
+    tokenized = task_data(Passkey(), 128, tmp_path / "a", bpe)
+    plain = task_data(Passkey(), 128, tmp_path / "b", None)
+
+    def module(metrics, datamodule) -> LengenModule:
+        built = LengenModule(RoPE(), vocab_size=600, n_layer=1, d_model=16, metrics=metrics)
+        built._trainer = SimpleNamespace(datamodule=datamodule)
+        return built
+
+    defaults = module(None, tokenized)
+    assert "string_match_all" in defaults.metrics["test"]
+    defaults.setup("test")
+    assert "string_match_all" not in defaults.metrics["test"]
+    assert "presence_accuracy" in defaults.metrics["test"]
+    with pytest.raises(MisconfigurationException, match="StringMatchAll read token ids as bytes"):
+        module([StringMatchAll()], tokenized).setup("test")
+    byte_task = module([StringMatchAll()], plain)
+    byte_task.setup("test")  # byte-level task data: kept
+    assert "string_match_all" in byte_task.metrics["test"]

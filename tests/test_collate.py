@@ -69,11 +69,17 @@ def random_examples(rng: random.Random, count: int, longest: int) -> list[Exampl
     ]
 
 
-@pytest.mark.parametrize("seed", [random.randrange(2**32) for _ in range(4)])
-def test_collate_matches_reference_on_random_batches(seed: int) -> None:
+@pytest.mark.parametrize("draw", range(4))
+def test_collate_matches_reference_on_random_batches(draw: int) -> None:
+    # A fresh seed per run, drawn in the test (test ids must be equal on every xdist worker).
+    seed = random.randrange(2**32)
     rng = random.Random(seed)
     for count, longest in [(1, 1), (1, 9), (7, 5), (64, 33), (3, 200)]:
-        assert_matches_reference(random_examples(rng, count, longest))
+        examples = random_examples(rng, count, longest)
+        try:
+            assert_matches_reference(examples)
+        except AssertionError as error:
+            raise AssertionError(f"seed {seed}: {error}") from error
 
 
 @settings(max_examples=60, deadline=None)

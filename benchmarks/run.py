@@ -7,7 +7,7 @@ Sections (`--sections`): training (step time and peak memory of lengen's encodin
 and NoPE), bias (bias encodings on the CPU fast paths against the plain path), compile
 (torch.compile against eager), precision (bf16-mixed against float32), eval (forward-only at
 1x-8x the training length), generation (greedy, with and without the KV cache), data
-(training-batch generation against the former linear-search encoding, and as a share of the
+(training-batch generation and collation against their former code, and as a share of the
 quickstart step), startup (`lengen` commands as subprocesses).
 Contenders are alternated within each repeat, with the same dimensions, batch, length, dtype
 (float32) and threads; ratios are paired: the median and the min over repeats of a / b.
@@ -270,8 +270,34 @@ def generation_section(args, report: Report, with_peers: bool) -> None:
     report.table(["contender", "KV cache", "ms", "lengen / peer"], rows)
 
 
+def former_collate(examples):
+    """The former `collate_examples`: tensors filled row by row (a `torch.tensor` per row)."""
+    from lengen.metric import EvalBatch
+    from lengen.task import PAD
+
+    sequences = [example.prompt + example.target for example in examples]
+    width = max(len(sequence) for sequence in sequences) - 1
+    target_width = max(len(example.target) for example in examples)
+    input_ids = torch.full((len(examples), width), PAD, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    targets = torch.full((len(examples), target_width), PAD, dtype=torch.long)
+    for row, (example, sequence) in enumerate(zip(examples, sequences, strict=True)):
+        input_ids[row, : len(sequence) - 1] = torch.tensor(sequence[:-1])
+        start = len(example.prompt) - 1
+        labels[row, start : start + len(example.target)] = torch.tensor(example.target)
+        targets[row, : len(example.target)] = torch.tensor(example.target)
+    return EvalBatch(
+        input_ids=input_ids,
+        labels=labels,
+        targets=targets,
+        prompt_lengths=torch.tensor([len(example.prompt) for example in examples]),
+        target_lengths=torch.tensor([len(example.target) for example in examples]),
+        lengths=torch.tensor([example.length for example in examples]),
+    )
+
+
 def data_section(args, report: Report) -> None:
-    from lengen.data.tasks import TrainingStream
+    from lengen.data.tasks import TrainingStream, collate_examples
     from lengen.model import Decoder
     from lengen_plugins.positional_encodings.alibi import ALiBi
     from lengen_plugins.tasks.copy import Copy
@@ -287,7 +313,10 @@ def data_section(args, report: Report) -> None:
             return [4 + self.symbols.index(symbol) for symbol in symbols]
 
     report("## Training-data generation per batch (generate + encode + collate)")
-    report("`before`: the former linear search of a rebuilt symbol tuple per token.")
+    report(
+        "`before`: the former linear search of a rebuilt symbol tuple per token. Collate rows: "
+        "`collate_examples` alone on the same examples; `before` fills tensors row by row."
+    )
     report()
     rows = []
     settings = [("quickstart Copy(10), lengths 1-16", 10, 1, 16, args.data_batch)]
@@ -317,17 +346,37 @@ def data_section(args, report: Report) -> None:
                 ratio_text(measure.paired_ratio(times["now"], times["before"])),
             ]
         )
+        # Collation alone, on one fixed set of examples of this setting.
+        task, rng = Copy(symbols), random.Random(0)
+        examples = [task.make_example(rng.randint(low, high), rng) for _ in range(batch_size)]
+        expected, former = collate_examples(examples), former_collate(examples)
+        assert all(getattr(expected, f).equal(getattr(former, f)) for f in vars(expected))
+        collate_calls = {
+            "now": lambda examples=examples: collate_examples(examples),
+            "before": lambda examples=examples: former_collate(examples),
+        }
+        collate_times = measure.alternate(collate_calls, args.repeats, args.data_calls)
+        rows.append(
+            [
+                f"{label}: collate only",
+                f"{batch_size}",
+                f"{1e3 * statistics.median(collate_times['now']):.2f}",
+                f"{1e3 * statistics.median(collate_times['before']):.2f}",
+                ratio_text(measure.paired_ratio(collate_times["now"], collate_times["before"])),
+            ]
+        )
     report.table(["setting", "batch", "now ms", "before ms", "now / before"], rows)
-    # The share of a quickstart training step (configs/quickstart.yaml sizes).
+    # The share of a quickstart training step (configs/quickstart.yaml sizes), same run.
     stream = TrainingStream(Copy(10), 1, 16, 0, args.data_batch)
     torch.manual_seed(0)
     model = Decoder(14, ALiBi(), n_layer=2, n_head=4, d_model=64, attention="sdpa")
     step = measure.training_step(model, stream.batch(0).input_ids)
     step_ms = 1e3 * statistics.median(measure.alternate({"step": step}, args.repeats, 3)["step"])
+    share = 100 * quickstart_ms / step_ms
     report(
         f"Quickstart step (ALiBi, 2 layers, d_model 64, batch {args.data_batch}, T <= 33): "
         f"{step_ms:.1f} ms; data generation + collation {quickstart_ms:.2f} ms = "
-        f"{100 * quickstart_ms / step_ms:.1f} % of it."
+        f"{share:.1f} % of it. Target < 3 %: {'met' if share < 3 else 'not met'}."
     )
     report()
 
@@ -507,26 +556,58 @@ def precision_section(args, report: Report) -> None:
 
 
 def startup_section(args, report: Report) -> None:
+    """Wall time of each command as a subprocess (median and min of --startup-repeats runs,
+    OMP_NUM_THREADS=1), and whether it imports Lightning (one more run, `sys.modules`)."""
     report("## Command start-up (subprocess wall time, seconds)")
+    report(
+        f"Median and min of {args.startup_repeats} runs each, OMP_NUM_THREADS=1, commands "
+        "interleaved. `Lightning`: whether the command has imported it when it ends."
+    )
     report()
     lengen = str(Path(sys.executable).with_name("lengen"))
     commands = {
-        "lengen --help": [lengen, "--help"],
-        "lengen plugins": [lengen, "plugins"],
-        "lengen report --help": [lengen, "report", "--help"],
-        "python -c 'import lengen.report'": [sys.executable, "-c", "import lengen.report"],
+        "lengen --help": ["--help"],
+        "lengen plugins": ["plugins"],
+        "lengen report --help": ["report", "--help"],
+        "lengen heatmap --help": ["heatmap", "--help"],
+        "lengen plugins --load": ["plugins", "--load"],
+        "lengen fit --help": ["fit", "--help"],
+    }
+    python = {
+        "python -c 'import torch'": [sys.executable, "-c", "import torch"],
         "python -c 'import lightning'": [sys.executable, "-c", "import lightning"],
     }
-    rows = []
-    for label, command in commands.items():
-        times = []
-        for _ in range(args.startup_repeats):
+    runs = {label: [lengen, *command] for label, command in commands.items()} | python
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    status: dict[str, str] = {}
+    for _ in range(args.startup_repeats):
+        for label, command in runs.items():
             start = time.perf_counter()
-            result = subprocess.run(command, capture_output=True, cwd=REPO)
-            times.append(time.perf_counter() - start)
-        status = "ok" if result.returncode == 0 else f"exit {result.returncode}"
-        rows.append([label, f"{statistics.median(times):.2f}", f"{min(times):.2f}", status])
-    report.table(["command", "median s", "min s", "status"], rows)
+            result = subprocess.run(command, capture_output=True, cwd=REPO, env=env)
+            times[label].append(time.perf_counter() - start)
+            status[label] = "ok" if result.returncode == 0 else f"exit {result.returncode}"
+    rows = []
+    for label in runs:
+        imports = "-"
+        if label in commands:
+            imports = "yes" if imports_lightning(commands[label], env) else "no"
+        median = statistics.median(times[label])
+        rows.append([label, f"{median:.2f}", f"{min(times[label]):.2f}", imports, status[label]])
+    report.table(["command", "median s", "min s", "Lightning", "status"], rows)
+
+
+def imports_lightning(arguments: list[str], env: dict[str, str]) -> bool:
+    """Whether `lengen ARGUMENTS` has imported Lightning when it ends (its `sys.modules`)."""
+    code = (
+        "import sys\nfrom lengen.cli import main\nsys.argv[0] = 'lengen'\n"
+        f"try:\n    main({arguments!r})\nfinally:\n"
+        "    print('lightning' in sys.modules, file=sys.stderr)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env
+    )
+    return result.stderr.strip().splitlines()[-1:] == ["True"]
 
 
 def machine_lines() -> list[str]:
@@ -576,7 +657,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-batch", type=int, default=64)
     parser.add_argument("--data-long", type=int, default=1024)
     parser.add_argument("--data-calls", type=int, default=5)
-    parser.add_argument("--startup-repeats", type=int, default=3)
+    parser.add_argument("--startup-repeats", type=int, default=5)
     parser.add_argument(
         "--bias-encodings", nargs="+", default=["ALiBi", "T5Bias", "FIRE", "KerpleLog"]
     )

@@ -1,4 +1,5 @@
-"""argparse for lengen's own subcommands (report, heatmap, tune): an error is one line."""
+"""argparse for lengen's own subcommands (report, heatmap, tune): an error is one line; the
+UsageError that every `lengen` command raises for bad input."""
 
 from __future__ import annotations
 
@@ -15,3 +16,7 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise ValueError(f"{self.prog}: {message}")
+
+
+class UsageError(Exception):
+    """Bad input found by the `lengen` command; its message is the one line printed (exit 2)."""

@@ -9,6 +9,9 @@ the Tk positions (cached decoding), so query i sees keys <= i + Tk - Tq.
   float tensor broadcastable to (B, nh, Tq, Tk) added to the scaled scores q.k/sqrt(hs) before the
   causal mask and the softmax (padded keys carry -inf there);
 - flex: a `FlexScore` (the encoding's `score_bias` as a `score_mod` and a causal block mask).
+
+An encoding with per-pair scores (`PositionalEncoding.pairwise_scores`: ReRoPE, Self-Extend, ...)
+takes `pairwise_attention` instead, whatever the backend: its scores are materialised.
 """
 
 from __future__ import annotations
@@ -380,6 +383,35 @@ def flex_attention_backend(
         raise ValueError("attention='flex' does not support dropout; use attention='sdpa'")
     kernel = _compiled_flex_attention() if query.device.type == "cuda" else flex_attention
     return kernel(query, key, value, score_mod=bias.score_mod, block_mask=bias.block_mask)
+
+
+def pairwise_attention(
+    encoding,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    query_positions: torch.Tensor,
+    key_positions: torch.Tensor,
+    bias=None,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """softmax(encoding.pairwise_scores + bias + causal mask) v, for per-pair encodings.
+
+    The one path for encodings that override `PositionalEncoding.pairwise_scores` (ReRoPE,
+    Self-Extend, ...): their scores are materialised (B, nh, Tq, Tk), whatever the backend.
+    (B, nh, Tq, hs) un-rotated query, (B, nh, Tk, hs) un-rotated key and value, (B, Tq) and
+    (B, Tk) positions; `bias` is the decoder's padding bias in any backend's format (or None).
+    """
+    if isinstance(bias, FlexScore):
+        bias = bias.dense()
+    scores = encoding.pairwise_scores(query, key, query_positions, key_positions)
+    if bias is not None:
+        scores = scores + bias.to(scores.dtype)
+    scores = causal_bias(scores)  # (B, nh, Tq, Tk)
+    compute_dtype = torch.promote_types(scores.dtype, torch.float32)
+    weights = torch.softmax(scores, dim=-1, dtype=compute_dtype).to(value.dtype)
+    weights = F.dropout(weights, p=dropout_p)
+    return weights @ value  # (B, nh, Tq, hs)
 
 
 KERNELS = {

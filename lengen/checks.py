@@ -11,8 +11,10 @@ import math
 import os
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 # Sizes that fix the shapes (or the meaning) of a checkpoint's tensors.
 MODEL_SIZES = ("vocab_size", "n_layer", "n_head", "d_model", "d_mlp", "tie_embeddings")
@@ -74,6 +76,8 @@ def read_checkpoint(path: str, option: str = "--ckpt_path") -> dict:
     try:
         # mmap: tensors are not read here; weights_only=False as Lightning (hyperparameters pickle
         # the encoding). Only files the user names are read.
+        import torch  # here: `lengen report` imports this module and needs no torch
+
         checkpoint = torch.load(file, map_location="cpu", weights_only=False, mmap=True)
     except Exception as error:  # truncated zip, not a zip, a pickle of something else, ...
         raise ValueError(

@@ -320,7 +320,15 @@ def export(ckpt_path: str, out: str) -> Path:
         if isinstance(datamodule.get(key), int):
             train_length = datamodule[key]
     model = to_transformers(module, max_positions=train_length or 2048)
-    model.save_pretrained(out_dir)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # lengen prints its own line
+    try:
+        model.save_pretrained(out_dir)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     if model.config.vocab_size == 256:
         byte_tokenizer().save_pretrained(out_dir)
     return out_dir

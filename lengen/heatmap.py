@@ -15,11 +15,13 @@ import json
 import math
 from collections import defaultdict
 from pathlib import Path
-
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
 from lengen.argparser import OneLineArgumentParser
 from lengen.report import find_results  # raises ReportError, printed as one line by the CLI
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 LOCATION_ORDER = ("start", "middle", "end", "any")
 
@@ -121,6 +123,8 @@ def format_markdown(table: dict[str, dict[int, list[float]]], metric: str) -> st
 
 def figure_heatmap(table: dict[str, dict[int, list[float]]], metric: str) -> Figure:
     """Rows = locations, columns = lengths, colour = metric in [0, 1], values written in cells."""
+    from matplotlib.figure import Figure  # here: `lengen heatmap --help` starts without it
+
     lengths, labels = _lengths(table), list(table)
     grid = [[_cell(table[label].get(n)) for n in lengths] for label in labels]
     figure = Figure(figsize=(1.2 + 0.8 * len(lengths), 1.2 + 0.5 * len(labels)))

@@ -13,7 +13,7 @@ SUBCOMMANDS = (
     ("validate", "evaluate per length on the validation lengths (--ckpt_path PATH|last)"),
     ("test", "evaluate per length on the test lengths; writes results.json and a figure"),
     ("predict", "greedy generations of the test set, per length (predictions.jsonl)"),
-    ("plugins", "list installed plugins per group, with their distribution (--json)"),
+    ("plugins", "list installed plugins per group, with their distribution (--json, --load)"),
     ("report", "compare runs: tables and a figure from their results.json files"),
     ("heatmap", "retrieval accuracy by context length x answer depth (table, PNG)"),
     ("tune", "short learning-rate x warmup trials with a stability table and figure"),

@@ -10,20 +10,26 @@ attention. They map onto lengen's `norm=rmsnorm, mlp=swiglu` decoder exactly:
   without one in the checkpoint get zero biases (adding zero is exact);
 - rms_norm_eps becomes `norm_eps`; tie_word_embeddings becomes `tie_embeddings`.
 
-The positional encoding is the one given on the command line, so a RoPE model can be evaluated or
-fine-tuned under any RoPE scaling; the checkpoint's own rope parameters are reported in the line
-printed after loading (choose e.g. `RoPE` with `base` = rope_theta to reproduce it).
+The positional encoding is, by default, the lengen encoding equal to the checkpoint's rope
+parameters (`encoding_from_config`): rope_type default -> RoPE, linear -> RoPELinear (Position
+Interpolation), dynamic -> RoPEDynamicNTK, yarn -> YaRN, llama3 -> RoPELlama3, with rope_theta as
+`base` and the factor as `scale`. An encoding given on the command line replaces it (one line says
+so), so a RoPE model can be evaluated or fine-tuned under any RoPE scaling. Rope types without a
+lengen equivalent (longrope, partial rotary dims, ...) are refused in one line.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 
 from lengen.model import Decoder
+from lengen.positional import PositionalEncoding
 
 MODEL_TYPES = ("llama", "qwen2", "mistral")
+ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")  # those lengen computes exactly
 
 
 def _config(folder: str):
@@ -31,7 +37,12 @@ def _config(folder: str):
 
     if not (Path(folder) / "config.json").is_file():
         raise ValueError(f"hf_checkpoint={folder!r} is not a transformers folder (no config.json)")
-    config = AutoConfig.from_pretrained(folder)
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (KeyError, ValueError, OSError) as error:  # e.g. rope parameters missing a key
+        detail = " ".join(str(error).split())
+        message = f"hf_checkpoint {folder}: transformers refuses its config: {detail}"
+        raise ValueError(message) from None
     name = f"hf_checkpoint {folder}: model_type={config.model_type!r}"
     if config.model_type not in MODEL_TYPES:
         raise ValueError(f"{name} is not accepted; accepted: {', '.join(MODEL_TYPES)}")
@@ -72,6 +83,129 @@ def hf_architecture(folder: str) -> dict:
     }
 
 
+def rope_parameters(config) -> dict:
+    """The config's rope parameters (rope_type, rope_theta, factor, ...) as a plain dict.
+
+    transformers >= 5 keeps them in `rope_parameters`; older configs in `rope_theta` plus an
+    optional `rope_scaling` dict (whose rope type may be under the older key `type`).
+    """
+    parameters = getattr(config, "rope_parameters", None)
+    if not parameters:
+        parameters = {"rope_theta": getattr(config, "rope_theta", 10000.0)}
+        parameters.update(getattr(config, "rope_scaling", None) or {})
+    parameters = dict(parameters)
+    parameters.setdefault("rope_type", parameters.pop("type", "default"))
+    return parameters
+
+
+def _encoding_plugin(name: str) -> type:
+    """The installed positional-encoding plugin class `name` (lengen's own RoPE family)."""
+    from lengen.plugins import GROUPS, discover
+
+    plugin = discover(GROUPS["positional_encodings"]).get(name)
+    if plugin is None or plugin.error is not None:
+        raise ValueError(f"hf_checkpoint needs the positional encoding plugin {name}, not loaded")
+    return plugin.obj
+
+
+def encoding_from_config(folder: str) -> tuple[PositionalEncoding, dict]:
+    """(the lengen encoding equal to the folder's rope, its constructor arguments).
+
+    Follows transformers' `modeling_rope_utils`: dynamic takes its original length L0 from
+    max_position_embeddings; yarn's factor defaults to max_position_embeddings /
+    original_max_position_embeddings and its attention factor to the ratio of the `mscale`s when
+    both are given (else 0.1 ln(factor) + 1, YaRN's own default); beta_fast / beta_slow default
+    to 32 / 1. Raises ValueError (one line) for a rope without a lengen equivalent.
+    """
+    config = _config(folder)
+    rope = rope_parameters(config)
+    rope_type = rope["rope_type"]
+    name = f"hf_checkpoint {folder}: rope_type={rope_type!r}"
+    if rope_type not in ROPE_TYPES:
+        raise ValueError(f"{name} has no lengen equivalent; accepted: {', '.join(ROPE_TYPES)}")
+    if float(rope.get("partial_rotary_factor") or 1.0) != 1.0:
+        raise ValueError(
+            f"{name} rotates a part of each head (partial_rotary_factor="
+            f"{rope['partial_rotary_factor']}), which this import does not map; accepted: 1.0"
+        )
+    arguments: dict = {"base": float(rope["rope_theta"])}
+    if rope_type == "default":
+        encoding_name = "RoPE"
+    elif rope_type == "linear":
+        encoding_name = "RoPELinear"
+        arguments["scale"] = float(rope["factor"])
+    elif rope_type == "dynamic":
+        encoding_name = "RoPEDynamicNTK"
+        arguments.update(
+            scale=float(rope["factor"]), original_max_length=int(config.max_position_embeddings)
+        )
+    elif rope_type == "yarn":
+        encoding_name = "YaRN"
+        original = int(rope["original_max_position_embeddings"])
+        factor = rope.get("factor") or config.max_position_embeddings / original
+        attention_factor = rope.get("attention_factor")
+        mscale, mscale_all_dim = rope.get("mscale"), rope.get("mscale_all_dim")
+        if attention_factor is None and mscale and mscale_all_dim and factor > 1:
+            attention_factor = (0.1 * mscale * math.log(factor) + 1.0) / (
+                0.1 * mscale_all_dim * math.log(factor) + 1.0
+            )
+        arguments.update(
+            scale=float(factor),
+            original_max_length=original,
+            beta_fast=float(rope.get("beta_fast") or 32.0),
+            beta_slow=float(rope.get("beta_slow") or 1.0),
+            truncate=bool(rope.get("truncate", True)),
+        )
+        if attention_factor is not None:
+            arguments["attention_factor"] = float(attention_factor)
+    else:  # llama3
+        encoding_name = "RoPELlama3"
+        arguments.update(
+            scale=float(rope["factor"]),
+            original_max_length=int(rope["original_max_position_embeddings"]),
+            low_freq_factor=float(rope["low_freq_factor"]),
+            high_freq_factor=float(rope["high_freq_factor"]),
+        )
+    return _encoding_plugin(encoding_name)(**arguments), arguments
+
+
+def describe(encoding: PositionalEncoding, arguments: dict) -> str:
+    """`Name(arg=value, ...)`."""
+    listed = ", ".join(f"{key}={value}" for key, value in arguments.items())
+    return f"{type(encoding).__name__}({listed})"
+
+
+def choose_encoding(
+    folder: str, given: PositionalEncoding | None
+) -> tuple[PositionalEncoding, dict | None, str | None]:
+    """(the encoding to use, its constructor arguments when chosen here, a line to print or
+    None): the folder's own rope unless `given`.
+
+    A rope without a lengen equivalent is refused only when no encoding is given: under an
+    encoding of the user's choice such a checkpoint can still be studied.
+    """
+    if given is None:
+        encoding, arguments = encoding_from_config(folder)
+        return encoding, arguments, None
+    try:
+        described = describe(*encoding_from_config(folder))
+    except ValueError as error:
+        described = f"no lengen equivalent ({error})"
+    theta = float(rope_parameters(_config(folder))["rope_theta"])
+    base = getattr(given, "base", None)
+    note = ""
+    if isinstance(base, (int, float)) and float(base) != theta:  # e.g. left at its default
+        note = (
+            f" (its base={float(base)} is not the checkpoint's rope_theta={theta}: "
+            f"--model.pos_encoding.init_args.base {theta} keeps the pretrained frequencies)"
+        )
+    line = (
+        f"lengen: hf_checkpoint {folder}: its rope is {described}; the command line's encoding "
+        f"{type(given).__name__} replaces it{note}"
+    )
+    return given, None, line
+
+
 def _repeat_heads(weight: torch.Tensor, n_kv_head: int, n_head: int) -> torch.Tensor:
     """(n_kv_head * hs, ...) key/value rows -> (n_head * hs, ...): kv head j serves query heads
     j * g .. (j + 1) * g - 1 with g = n_head / n_kv_head (transformers' `repeat_kv`)."""
@@ -84,9 +218,17 @@ def _repeat_heads(weight: torch.Tensor, n_kv_head: int, n_head: int) -> torch.Te
 def load_hf_weights(decoder: Decoder, folder: str) -> str:
     """Copy the weights of transformers folder `folder` into `decoder`; return one line."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
     config = _config(folder)
-    source = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).state_dict()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # lengen prints its own line
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    source = model.state_dict()
     n_head, n_kv = config.num_attention_heads, config.num_key_value_heads
     target = {
         "token_embedding.weight": source["model.embed_tokens.weight"],
@@ -133,9 +275,8 @@ def load_hf_weights(decoder: Decoder, folder: str) -> str:
     missing = sorted(set(state) - set(target) - set(encoding_tensors) - {"lm_head.weight"})
     if missing:  # a bug in the mapping above
         raise RuntimeError(f"hf_checkpoint mapping left tensors unset: {missing}")
-    rope = getattr(config, "rope_parameters", None) or {"rope_theta": config.rope_theta}
     return (
         f"lengen: hf_checkpoint {folder}: loaded {config.model_type} ({len(target)} tensors; "
-        f"{n_kv} key/value heads for {n_head} heads); its rope parameters: {dict(rope)}; "
-        f"encoding used: {decoder.pos_encoding!r}"
+        f"{n_kv} key/value heads for {n_head} heads); its rope parameters: "
+        f"{rope_parameters(config)}; encoding used: {decoder.pos_encoding!r}"
     )

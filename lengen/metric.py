@@ -40,6 +40,9 @@ class LengthMetric(Metric):
     """
 
     requires_generation = False
+    # True for a metric that reads token ids as bytes (id = 4 + byte, lengen's byte-level tasks);
+    # such a metric cannot score a `transformers` tokenizer's ids (LengenModule.setup).
+    byte_level = False
     full_state_update = False
     higher_is_better = True
 

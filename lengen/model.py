@@ -18,6 +18,7 @@ from lengen.attention import (
     distance_bias,
     flex_score,
     padding_bias,
+    pairwise_attention,
     select_backend,
 )
 from lengen.checks import require_positive_ints
@@ -29,7 +30,8 @@ class KVCache:
     """Keys and values of every layer seen so far, for cached decoding (`Decoder.new_cache`).
 
     Keys are stored after the encoding's `rotate`, so a new token only rotates its own query and
-    key. positions: (B, Tk) int positions of the cached keys; key_mask: (B, Tk) bool, False on
+    key (raw keys for an encoding with `pairwise_scores`, which rotates them per pair).
+    positions: (B, Tk) int positions of the cached keys; key_mask: (B, Tk) bool, False on
     padding; next_positions: (B,) the position the next real token of each row takes.
     """
 
@@ -38,6 +40,7 @@ class KVCache:
     positions: torch.Tensor | None = None
     key_mask: torch.Tensor | None = None
     next_positions: torch.Tensor | None = None
+    input_ids: torch.Tensor | None = None  # (B, Tk), kept only for `token_positions` encodings
 
     def append(self, layer: int, key: torch.Tensor, value: torch.Tensor):
         """Add this layer's new (B, nh, T, hs) key/value; return all keys/values so far."""
@@ -110,6 +113,14 @@ class CausalSelfAttention(nn.Module):
         q = q.view(batch, length, self.n_head, head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(batch, length, self.n_head, head_dim).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(batch, length, self.n_head, head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        dropout_p = self.dropout if self.training else 0.0
+        if pos_encoding.has_pairwise_scores:  # per-pair positions: raw keys in the cache
+            if cache is not None:
+                k, v = cache.append(layer, k, v)  # (B, nh, Tk, hs)
+            key_positions = positions if cache is None else cache.positions  # (B, Tk)
+            y = pairwise_attention(pos_encoding, q, k, v, positions, key_positions, bias, dropout_p)
+            y = y.transpose(1, 2).reshape(batch, length, d_model)  # (B, T, C)
+            return F.dropout(self.proj(y), self.dropout, self.training)
         q, k = pos_encoding.rotate(q, k, positions, positions)
         if cache is not None:
             k, v = cache.append(layer, k, v)  # (B, nh, Tk, hs)
@@ -117,7 +128,6 @@ class CausalSelfAttention(nn.Module):
             contextual = pos_encoding.contextual_bias(q, k, key_mask=key_mask)  # (B, nh, T, Tk)
             contextual = contextual.to(q.dtype)
             bias = contextual if bias is None else bias + contextual
-        dropout_p = self.dropout if self.training else 0.0
         y = attention(q, k, v, bias, dropout_p)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(batch, length, d_model)  # (B, T, C)
         return F.dropout(self.proj(y), self.dropout, self.training)
@@ -341,6 +351,8 @@ class Decoder(nn.Module):
                 positions = start[:, None] + torch.arange(length, device=device)  # (B, T)
             else:
                 positions = start[:, None] + (mask.long().cumsum(dim=1) - 1).clamp(min=0)
+        if self.pos_encoding.has_token_positions:  # counted from the tokens (Abacus, coupling)
+            positions = self._token_positions(input_ids, mask, cache)
         positions = self.pos_encoding.transform_positions(positions)  # e.g. randomized positions
         key_positions, key_mask = positions, mask
         if cache is not None:
@@ -372,6 +384,28 @@ class Decoder(nn.Module):
             return False
         steps = query_positions.diff(dim=1)  # (B, T - 1)
         return bool((steps == 1).all())
+
+    def _token_positions(
+        self, input_ids: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None
+    ) -> torch.Tensor:
+        """(B, T) positions of the new tokens from `pos_encoding.token_positions` over all tokens.
+
+        With a cache, the cached token ids (and their mask) come first, so a position may depend
+        on every earlier token; the new ids are stored in the cache here.
+        """
+        history, history_mask = input_ids, mask
+        if cache is not None and cache.input_ids is not None:
+            history = torch.cat((cache.input_ids, input_ids), dim=1)  # (B, Tk)
+            if cache.key_mask is not None or mask is not None:
+                previous = cache.key_mask
+                if previous is None:
+                    previous = torch.ones_like(cache.input_ids, dtype=torch.bool)
+                new = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask
+                history_mask = torch.cat((previous, new), dim=1)  # (B, Tk)
+        if cache is not None:
+            cache.input_ids = history
+        positions = self.pos_encoding.token_positions(history, history_mask)  # (B, Tk)
+        return positions[:, history.shape[1] - input_ids.shape[1] :]  # (B, T)
 
     def _attention_bias(self, query_positions, key_positions, key_mask, dtype):
         """The bias of this forward in `self.backend`'s format, built once for every layer.

@@ -107,11 +107,12 @@ class LengenModule(L.LightningModule):
     `hf_checkpoint`: a `transformers` Llama-family folder (Llama, Qwen2, Mistral without sliding
     window; see lengen/hf_import.py) whose config replaces the architecture arguments and whose
     weights are loaded at construction (so fit, validate, test and predict all start from them),
-    under the positional encoding given here.
+    under the positional encoding given here, or by default the one equal to its rope parameters.
 
     Args:
         pos_encoding: the positional encoding plugin (short name, e.g. RoPE, ALiBi; see
-            `lengen plugins`); its own arguments via `--model.pos_encoding.help NAME`.
+            `lengen plugins`); its own arguments via `--model.pos_encoding.help NAME`. None
+            (only with hf_checkpoint): the lengen encoding equal to the checkpoint's rope.
         vocab_size: token vocabulary size; linked from the data module by the CLI.
         n_layer: number of Transformer blocks.
         n_head: attention heads per block; must divide d_model.
@@ -136,7 +137,7 @@ class LengenModule(L.LightningModule):
 
     def __init__(
         self,
-        pos_encoding: PositionalEncoding,
+        pos_encoding: PositionalEncoding | None = None,
         vocab_size: int = 256,
         n_layer: int = 2,
         n_head: int = 4,
@@ -159,6 +160,11 @@ class LengenModule(L.LightningModule):
     ) -> None:
         super().__init__()
         check_optimizer_arguments(lr, weight_decay, warmup_steps, min_lr_ratio)
+        if pos_encoding is None and hf_checkpoint is None:
+            raise ValueError(
+                "model.pos_encoding is required (e.g. --model.pos_encoding RoPE); it may be left "
+                "out only with --model.hf_checkpoint, whose rope parameters then choose it"
+            )
         if init_from is not None and not Path(init_from).is_file():
             raise ValueError(f"init_from={init_from!r} is not a checkpoint file")
         self.init_from = init_from  # not a hyperparameter: load_from_checkpoint must not need it
@@ -178,7 +184,18 @@ class LengenModule(L.LightningModule):
             norm_eps=norm_eps,
         )
         if hf_checkpoint is not None:  # the transformers config decides the architecture
-            from lengen.hf_import import hf_architecture
+            from lengen.hf_import import choose_encoding, hf_architecture
+
+            pos_encoding, arguments, line = choose_encoding(hf_checkpoint, pos_encoding)
+            if line:
+                print(line)
+            if arguments is not None:  # chosen here: saved, so load_from_checkpoint needs no folder
+                cls = type(pos_encoding)
+                self.hparams["pos_encoding"] = (  # as the CLI saves a plugin, else the instance
+                    {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": arguments}
+                    if "_instantiator" in self.hparams
+                    else pos_encoding
+                )
 
             imported = hf_architecture(hf_checkpoint)
             if vocab_size > imported["vocab_size"]:  # e.g. linked from the data's tokenizer
@@ -196,6 +213,7 @@ class LengenModule(L.LightningModule):
             from lengen.hf_import import load_hf_weights
 
             print(load_hf_weights(self.decoder, hf_checkpoint))
+        self._default_metrics = metrics is None
         if metrics is None:
             metrics = default_metrics()
         self.metrics = nn.ModuleDict(
@@ -218,6 +236,32 @@ class LengenModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.init_from is not None:
             print(self.load_matching_weights(self.init_from))
+        self._check_metrics_read_the_tokens()
+
+    def _check_metrics_read_the_tokens(self) -> None:
+        """With a `transformers` tokenizer on the data, metrics that read ids as bytes would give
+        meaningless numbers: left out of the default metric set (one line), refused when asked."""
+        from lengen.data.tokenized import TokenizedTask
+
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        if not isinstance(getattr(datamodule, "task", None), TokenizedTask):
+            return
+        byte_level = sorted(
+            {type(m).__name__ for m in self.metrics["test"].values() if m.byte_level}
+        )
+        if not byte_level:
+            return
+        if not self._default_metrics:
+            raise MisconfigurationException(
+                f"{', '.join(byte_level)} read token ids as bytes and cannot score the ids of "
+                "--data.init_args.tokenizer; use PresenceAccuracy or ExactMatch with a tokenizer"
+            )
+        for split in SPLITS:
+            for name in [n for n, m in self.metrics[split].items() if m.byte_level]:
+                del self.metrics[split][name]
+        print(
+            f"lengen: left out with a tokenizer (they read ids as bytes): {', '.join(byte_level)}"
+        )
 
     def load_matching_weights(self, path: str) -> str:
         """Load every tensor of checkpoint `path` whose name and shape match; return one line."""
@@ -549,10 +593,16 @@ class LengenModule(L.LightningModule):
         tensors differ only in schedulable values, e.g. a RoPE checkpoint tested with RoPELinear
         or YaRN (context extension without fine-tuning): the configured encoding's schedulable
         values that the checkpoint lacks keep their configured values, and the trained
-        encoding's schedulable values are dropped. Any other difference is a one-line error."""
+        encoding's schedulable values are dropped. A wrapper around the trained encoding (e.g.
+        SelfExtend around FIRE) takes its weights one module deeper. Any other difference is a
+        one-line error."""
         prefix = "decoder.pos_encoding."
         state = checkpoint["state_dict"]
         own = {k: v for k, v in self.state_dict().items() if k.startswith(prefix)}
+        inner = prefix + "encoding."  # a wrapper's wrapped encoding (SelfExtend around FIRE)
+        if any(k.startswith(inner) for k in own) and not any(k.startswith(inner) for k in state):
+            for key in [k for k in state if k.startswith(prefix)]:  # trained without the wrapper
+                state[inner + key.removeprefix(prefix)] = state.pop(key)
         trained_name, trained_schedulable = trained_encoding(checkpoint)
         for name in self.decoder.pos_encoding.schedulable:
             state.setdefault(prefix + name, own[prefix + name].clone())

@@ -11,10 +11,22 @@ Positions are explicit integer tensors passed by the decoder, so offsets, paddin
 decoding need no change inside an encoding. `score_bias` is written with broadcasting torch ops, so
 the same function can be materialised for `scaled_dot_product_attention` (see `build_bias`) or used
 as a FlexAttention `score_mod`.
+
+Methods that remap positions per query-key pair (ReRoPE, Self-Extend, Dual Chunk Attention, the
+window of attention sinks and LM-Infinite) cannot be written with the per-token hooks above: the
+same key takes different positions for different queries. They override one more hook,
+`pairwise_scores`, whose default is exactly what the per-token hooks give (rotate, q.k/sqrt(hs),
+score bias), so every other encoding is untouched and keeps its fused kernels. A pairwise encoding
+usually computes a few "views" with the default hook of the encoding it wraps, each at per-token
+positions (a query at w, keys at 0, keys at floor(k / G), ...), and picks one view per pair with
+`torch.where`, as the authors' reference code does. Logit scales that grow with the number of
+keys a query sees (log-length scaling, Scalable-Softmax) use the same hook: a factor of the query's
+position times the wrapped encoding's scores (see docs/concepts/pairwise-encodings.md).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -89,6 +101,27 @@ class PositionalEncoding(nn.Module):
         """(B, T) positions -> (B, T) positions every other hook sees; called once per forward."""
         return positions
 
+    # --- token-derived positions (Abacus, position coupling): one hook, unused unless overridden
+    def token_positions(self, input_ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, Tk) token ids, (B, Tk) bool mask or None -> (B, Tk) int positions from the tokens.
+
+        Only called when a subclass overrides it (see `has_token_positions`); the decoder then
+        uses these positions instead of counting tokens (explicit `positions` are ignored) and
+        `transform_positions` still runs after it. `input_ids` holds every token so far: with a
+        KV cache, the cached tokens first and the new ones last; the decoder keeps the last T.
+        mask: False on padding (None: no padding); padded tokens must not change the positions
+        of real ones. For cached decoding to equal the full forward, a token's position must
+        depend only on the real tokens up to it (causal); otherwise declare
+        `supports_kv_cache = False`.
+        """
+        raise NotImplementedError
+
+    @property
+    def has_token_positions(self) -> bool:
+        return type(self).token_positions is not PositionalEncoding.token_positions
+
+    # --- end of token-derived positions ---
+
     def check_positions(self, max_position: int) -> None:
         """Raise `PositionOutOfRange` if `max_position` cannot be encoded (e.g. past a table)."""
 
@@ -135,6 +168,35 @@ class PositionalEncoding(nn.Module):
     @property
     def has_contextual_bias(self) -> bool:
         return type(self).contextual_bias is not PositionalEncoding.contextual_bias
+
+    # --- pairwise scores (per query-key pair positions): one hook, identity by default ---
+    def pairwise_scores(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        query_positions: torch.Tensor,
+        key_positions: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B, nh, Tq, hs) query, (B, nh, Tk, hs) key, (B, Tq) and (B, Tk) positions -> scores.
+
+        Returns the (B, nh, Tq, Tk) scores before the causal mask, the padding bias and the
+        softmax: -inf marks a pair the method hides (a window, a Lambda-shaped mask); the
+        decoder adds the padding bias and the causal mask. Queries and keys arrive un-rotated
+        (the KV cache of a pairwise encoding keeps raw keys), so each pair may be rotated at its
+        own positions. Positions may be real-valued (Leaky ReRoPE's key positions k / scale).
+
+        The default is the per-token path: `rotate`, then q.k / sqrt(hs), plus `score_bias` when
+        the encoding has one (`default_pairwise_scores`). The decoder calls this hook only when a
+        subclass overrides it (see `has_pairwise_scores`); a wrapper calls it on the encoding it
+        wraps to compute one view. A contextual bias (CoPE) is not part of it.
+        """
+        return default_pairwise_scores(self, query, key, query_positions, key_positions)
+
+    @property
+    def has_pairwise_scores(self) -> bool:
+        return type(self).pairwise_scores is not PositionalEncoding.pairwise_scores
+
+    # --- end of pairwise scores ---
 
     def cached_table(
         self, key: tuple, inputs: tuple[torch.Tensor | None, ...], compute: Callable[[], Table]
@@ -193,6 +255,26 @@ def table_scope(encoding: PositionalEncoding) -> Iterator[None]:
     finally:
         for module in opened:
             module.__dict__.pop("_table_store", None)
+
+
+def default_pairwise_scores(
+    encoding: PositionalEncoding,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    query_positions: torch.Tensor,
+    key_positions: torch.Tensor,
+) -> torch.Tensor:
+    """The per-token scores (B, nh, Tq, Tk): rotate, q.k / sqrt(hs), plus the score bias if any.
+
+    What `reference_attention` computes before its mask, for (B, nh, Tq, hs) query, (B, nh, Tk,
+    hs) key and (B, Tq) / (B, Tk) positions; the default of `PositionalEncoding.pairwise_scores`.
+    """
+    query, key = encoding.rotate(query, key, query_positions, key_positions)
+    scores = query @ key.transpose(-2, -1) / math.sqrt(query.shape[-1])  # (B, nh, Tq, Tk)
+    if encoding.has_score_bias:
+        bias = build_bias(encoding, query.shape[1], query_positions, key_positions)
+        scores = scores + bias.to(scores.dtype)
+    return scores
 
 
 class PositionOutOfRange(ValueError):

@@ -23,13 +23,15 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
 from lengen.argparser import OneLineArgumentParser
 from lengen.checks import check_creatable_dir
 from lengen.provenance import curriculum_label
 from lengen.summary import effective_length, extrapolation_score
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 OUTPUT_FILES = ("report.md", "report.csv", "report.png")
 POSITION_METRICS = {"position_loss"}  # buckets are positions, not lengths
@@ -485,6 +487,8 @@ def format_csv(report: Report) -> str:
 
 def figure(report: Report, metric: str) -> Figure:
     """One panel per task: `metric` against length, one line per group, error bars = std."""
+    from matplotlib.figure import Figure  # here: `lengen report --help` starts without it
+
     fig = Figure(figsize=(5.5 * len(report.tasks), 4))
     axes = fig.subplots(1, len(report.tasks), squeeze=False)[0]
     for ax, task in zip(axes, report.tasks):

@@ -85,7 +85,7 @@ def run_trial(fit_args: list[str], lr: float, duration: float, options, out: Pat
     """One `lengen fit` in this process; returns the monitor's per-step history and a summary."""
     from lightning.pytorch import LightningDataModule
 
-    from lengen.cli import LengenArgumentParser, LengenCLI
+    from lengen.lightning_cli import LengenArgumentParser, LengenCLI
     from lengen.module import LengenModule
 
     name = f"lr{lr:g}_warmup{duration:g}"

@@ -183,3 +183,21 @@ def test_encoding_weights_that_do_not_fit_are_a_one_line_error():
         "the checkpoint was trained with T5Bias, whose weights do not fit ALiBi"
     )
     assert "unexpected: decoder.pos_encoding." in message
+
+
+def test_a_checkpoint_loads_into_a_wrapper_around_its_encoding_with_every_weight():
+    """FIRE trained without a wrapper, tested inside LogLengthScaling: FIRE's own weights."""
+    from lengen_plugins.positional_encodings.fire import FIRE
+    from lengen_plugins.positional_encodings.log_scaling import LogLengthScaling
+
+    torch.manual_seed(2)
+    source = LengenModule(FIRE(), vocab_size=10, n_layer=1, d_model=16, n_head=2, metrics=[])
+    checkpoint = checkpoint_of(source, FIRE())
+    wrapper = LogLengthScaling(FIRE(), training_length=8)
+    target = LengenModule(wrapper, vocab_size=10, n_layer=1, d_model=16, n_head=2, metrics=[])
+    target.on_load_checkpoint(checkpoint)
+    target.load_state_dict(checkpoint["state_dict"])  # strict: every tensor accounted for
+    trained = source.decoder.pos_encoding.state_dict()
+    assert trained  # FIRE has weights, so the test can fail
+    for name, tensor in trained.items():
+        assert torch.equal(target.decoder.pos_encoding.encoding.state_dict()[name], tensor), name

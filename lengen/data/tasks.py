@@ -33,6 +33,7 @@ from lengen.distributed import rank_and_world_size
 from lengen.metric import EvalBatch
 from lengen.task import PAD, Example, Task
 
+IGNORE_INDEX = -100  # labels the loss skips (torch.nn.functional.cross_entropy's default)
 CACHE_FORMAT_VERSION = 2  # 2: key holds the task's code version; rows checksummed
 
 
@@ -42,23 +43,26 @@ def default_cache_dir() -> Path:
 
 
 def collate_examples(examples: list[Example]) -> EvalBatch:
-    """Lay out `BOS input SEP target EOS` for teacher forcing, right-padded with PAD."""
-    sequences = [example.prompt + example.target for example in examples]
-    width = max(len(sequence) for sequence in sequences) - 1
+    """Lay out `BOS input SEP target EOS` for teacher forcing, right-padded with PAD.
+
+    Rows are padded as Python lists and each field becomes a tensor in one `torch.tensor` call
+    (per-row tensor copies cost about 6x more at quickstart sizes; docs/performance.md).
+    """
+    width = max(len(example.prompt) + len(example.target) for example in examples) - 1
     target_width = max(len(example.target) for example in examples)
-    input_ids = torch.full((len(examples), width), PAD, dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
-    targets = torch.full((len(examples), target_width), PAD, dtype=torch.long)
-    for row, (example, sequence) in enumerate(zip(examples, sequences, strict=True)):
-        input_ids[row, : len(sequence) - 1] = torch.tensor(sequence[:-1])
-        # Label j is token j + 1, so the target starts at label index len(prompt) - 1.
-        start = len(example.prompt) - 1
-        labels[row, start : start + len(example.target)] = torch.tensor(example.target)
-        targets[row, : len(example.target)] = torch.tensor(example.target)
+    input_rows, label_rows, target_rows = [], [], []
+    for example in examples:
+        prompt, target = example.prompt, example.target
+        sequence = prompt + target
+        input_rows.append(sequence[:-1] + [PAD] * (width + 1 - len(sequence)))
+        # Label j is token j + 1: -100 under the prompt but its last token, then the target.
+        labels = [IGNORE_INDEX] * (len(prompt) - 1) + target
+        label_rows.append(labels + [IGNORE_INDEX] * (width - len(labels)))
+        target_rows.append(target + [PAD] * (target_width - len(target)))
     return EvalBatch(
-        input_ids=input_ids,
-        labels=labels,
-        targets=targets,
+        input_ids=torch.tensor(input_rows, dtype=torch.long),  # (B, T)
+        labels=torch.tensor(label_rows, dtype=torch.long),  # (B, T)
+        targets=torch.tensor(target_rows, dtype=torch.long),  # (B, max target length)
         prompt_lengths=torch.tensor([len(example.prompt) for example in examples]),
         target_lengths=torch.tensor([len(example.target) for example in examples]),
         lengths=torch.tensor([example.length for example in examples]),
@@ -301,7 +305,9 @@ class TaskDataModule(L.LightningDataModule):
     """Train on lengths in [train_min_length, train_max_length]; evaluate per length.
 
     eval_lengths: the evaluation buckets; None means every multiple of max(1, train_max_length // 4)
-    up to 4 x train_max_length. `vocab_size` is linked to the model by the CLI.
+    up to 4 x train_max_length. `vocab_size` is linked to the model by the CLI. `tokenizer`: a
+    `transformers` tokenizer (folder or hub name) whose ids a text task's examples are given in
+    (lengen/data/tokenized.py); None keeps the task's own symbols.
 
     Args:
         task: the task plugin (short name, e.g. Copy; see `lengen plugins`).
@@ -315,6 +321,7 @@ class TaskDataModule(L.LightningDataModule):
         seed: seed of the training stream and of the evaluation sets.
         cache_dir: where evaluation sets are cached; None: $LENGEN_CACHE_DIR or ~/.cache/lengen.
         num_workers: DataLoader worker processes for training.
+        tokenizer: a transformers tokenizer for a text (retrieval) task; None: the task's symbols.
     """
 
     def __init__(
@@ -330,6 +337,7 @@ class TaskDataModule(L.LightningDataModule):
         seed: int = 0,
         cache_dir: str | None = None,
         num_workers: int = 0,
+        tokenizer: str | None = None,
     ) -> None:
         super().__init__()
         require_positive_ints(
@@ -354,6 +362,10 @@ class TaskDataModule(L.LightningDataModule):
                 f"eval_lengths must be a non-empty list of lengths >= {task.min_length}, "
                 f"got {eval_lengths}"
             )
+        if tokenizer is not None:
+            from lengen.data.tokenized import TokenizedTask
+
+            task = TokenizedTask(task, tokenizer)
         self.task = task
         self.train_min_length = train_min_length
         self.train_max_length = train_max_length

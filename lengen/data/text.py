@@ -203,11 +203,13 @@ class TextDataModule(L.LightningDataModule):
 
     files: local .txt (one document per file) or .json/.jsonl files (field `text_field`); dataset:
     a hub dataset name instead (with `dataset_config`, `split`, e.g. "train[:1%]"); tokenizer:
-    "bytes" (built in) or a Hugging Face tokenizer name (needs `transformers`). max_tokens cuts the
-    token stream; its last `val_fraction` is held out, the first half for val, the second for test
-    (at most `eval_tokens` tokens each). window: "n_ctx+1" (correct) or "n_ctx" (the off-by-one,
-    for demonstrations). eval_mode: "nonoverlapping" or "sliding" (stride `eval_stride`, default
-    n_ctx // 2); eval_multiples: evaluation contexts in units of n_ctx.
+    "bytes" (built in), or a Hugging Face tokenizer: a local folder (e.g. the one given as
+    `--model.hf_checkpoint`, or one `lengen export` wrote) or a hub name (needs `transformers`).
+    max_tokens cuts the token stream; its last `val_fraction` is held out, the first half for val,
+    the second for test (at most `eval_tokens` tokens each). window: "n_ctx+1" (correct) or
+    "n_ctx" (the off-by-one, for demonstrations). eval_mode: "nonoverlapping" or "sliding"
+    (stride `eval_stride`, default n_ctx // 2); eval_multiples: evaluation contexts in units of
+    n_ctx.
 
     Resuming (`--ckpt_path`) continues the interrupted epoch at the batch the uninterrupted run
     would draw next (`resume_position`), so the per-step losses match it exactly.
@@ -218,7 +220,7 @@ class TextDataModule(L.LightningDataModule):
         dataset_config: the dataset's configuration name.
         split: the dataset split, e.g. "train[:1%]".
         text_field: the field holding the text in .json/.jsonl files and datasets.
-        tokenizer: "bytes" or a Hugging Face tokenizer name.
+        tokenizer: "bytes", or a Hugging Face tokenizer folder or name.
         n_ctx: training context length (tokens).
         window: "n_ctx+1" (correct) or "n_ctx" (the off-by-one, for demonstrations).
         batch_size: training windows per batch.

@@ -43,6 +43,7 @@ class StringMatchAll(LengthMetric):
     """
 
     requires_generation = True
+    byte_level = True  # the separator and A-Z are found as byte ids
     match = "all"
 
     def __init__(self, separator: str = ",", ignore_case: bool = True, max_length: int = 4096):

@@ -58,6 +58,16 @@ class _PositionWrapper(PositionalEncoding):
     def _random_positions(self, positions: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    @property
+    def has_token_positions(self) -> bool:
+        """True when a subclass computes token positions, or the wrapped encoding does."""
+        overridden = type(self).token_positions is not _PositionWrapper.token_positions
+        return overridden or self.encoding.has_token_positions
+
+    def token_positions(self, input_ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The wrapped encoding's positions from the tokens (e.g. Abacus); then transformed."""
+        return self.encoding.token_positions(input_ids, mask)
+
     def transform_positions(self, positions: torch.Tensor) -> torch.Tensor:
         positions = self.encoding.transform_positions(positions)
         if self.training or self._random_in_eval:
@@ -95,6 +105,13 @@ class _PositionWrapper(PositionalEncoding):
     @property
     def has_contextual_bias(self) -> bool:
         return self.encoding.has_contextual_bias
+
+    def pairwise_scores(self, query, key, query_positions, key_positions) -> torch.Tensor:
+        return self.encoding.pairwise_scores(query, key, query_positions, key_positions)
+
+    @property
+    def has_pairwise_scores(self) -> bool:
+        return self.encoding.has_pairwise_scores
 
 
 EVAL_POSITIONS = ("random", "ordered")

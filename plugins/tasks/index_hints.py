@@ -5,10 +5,16 @@ Each digit is preceded by a hint symbol naming its significance, and digits of t
 significance share the hint in every operand and in the answer, so a model can find the digits
 to combine by matching hints (an induction-head lookup) instead of counting positions. Y. Zhou et
 al. 2024 ("Transformers Can Achieve Length Generalization But Not Robustly") combine the same
-hints with the reversed format. The paper's standard-order example, as recalled here, is
-`54+37>91` -> `a5b4+a3b7>a9b1` (the passage could not be retrieved in this session to re-check
-it). lengen writes the hint symbols as the letters a-z then A-Z (at most 52 hints, so at most 52
-answer digits).
+hints with the reversed format. The example `54+37>91` -> `a5b4+a3b7>a9b1` is recalled, not
+checked: neither paper's text could be retrieved (unverified). What was checked is the authors'
+released code (apple/ml-np-rasp, examples/test_add.py `format_prompt` and examples/add.py
+`next_tok_addition`): both operands are zero-padded on the left to one more digit than the longer
+one, hint i (counted from the left, 0, 1, ...) precedes the i-th digit of each operand, and the
+answer repeats the same hint per column (forward order from the first hint, reversed order from
+the last); only the answer is reversed there, never the operands. With its hint tokens -100,
+-101, ... written a, b, ..., 54+37 reads `a0b5c4+a0b3c7=`: the hints of a column are equal, as
+in lengen's rule below, but lengen adds no extra leading zero. lengen writes the hint
+symbols as the letters a-z then A-Z (at most 52 hints, so at most 52 answer digits).
 
 Format chosen here (the paper's recipe, as lengen applies it): the hints of an instance are a run
 of consecutive hint symbols starting at a random offset in the hint alphabet (the paper samples

@@ -278,6 +278,24 @@ def summarise(args: argparse.Namespace) -> None:
             ax.set_xlabel("length")
             ax.set_ylim(-0.02, 1.02)
             ax.grid(alpha=0.3)
+        lines.append(
+            "Rank of each encoding per rung (1 = best; by unseen exact match, by unseen token "
+            "accuracy in brackets; ties share the mean rank):\n"
+        )
+        lines.append("| encoding | " + " | ".join(f"{step} steps" for step in steps) + " |")
+        lines.append("|---|" + "---:|" * len(steps))
+        for encoding in args.encodings:
+            cells = []
+            for step in steps:
+                em, tok = by_step[step]
+                if encoding not in em:
+                    cells.append("-")
+                    continue
+                r_em = ranks({e: round(v[0], 4) for e, v in em.items()})[encoding]
+                r_tok = ranks({e: round(v[0], 4) for e, v in tok.items()})[encoding]
+                cells.append(f"{r_em:g} ({r_tok:g})")
+            lines.append(f"| {LABELS.get(encoding, encoding)} | " + " | ".join(cells) + " |")
+        lines.append("")
         axes[0][0].set_ylabel("exact match (mean ± std over seeds)")
         axes[0][0].legend(fontsize=7)
         ax = axes[0][-1]

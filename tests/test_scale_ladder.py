@@ -51,6 +51,7 @@ def test_grid_at_a_few_steps(tmp_path, monkeypatch):
     text = (tmp_path / "out/ladder.md").read_text()
     assert "## copy: 2 layers, d_model 64, batch 32" in text
     assert "### 2 steps" in text and "### 4 steps" in text and "| ALiBi | 1 |" in text
+    assert "| ALiBi | 1 (1) | 1 (1) |" in text  # the rank table: one encoding ranks first
     assert (tmp_path / "out/copy.png").stat().st_size > 0
 
 

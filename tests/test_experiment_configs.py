@@ -30,6 +30,10 @@ STACKS = {
         f"encodings/{task}": [ENCODINGS / "base.yaml", ENCODINGS / f"{task}.yaml"]
         for task in ("copy", "reverse", "addition", "scan")
     },
+    **{
+        f"ladder/{task}": [EXPERIMENTS / "ladder/base.yaml", EXPERIMENTS / f"ladder/{task}.yaml"]
+        for task in ("copy", "reverse")
+    },
 }
 
 

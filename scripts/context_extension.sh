@@ -20,9 +20,10 @@
 # scales (perplexity and passkey by length, not by depth).
 # Env: RUNS (runs/context_extension), OUT (reports/context_extension: refused if it exists unless
 # REPORT_ARGS=--overwrite), PASSKEY_STEPS (6000), LM_STEPS (600), PASSKEY_LENGTHS,
-# PASSKEY_EXAMPLES (32 per length and location), LM_EVAL_TOKENS (32768), LOCATIONS, PARTS.
+# PASSKEY_EXAMPLES (32 per length and location), LM_EVAL_TOKENS (32768), LOCATIONS, PARTS
+# (lm passkey), JOBS (1: test processes side by side).
 # A base is trained only when its run folder holds no checkpoint (the newest one is used).
-# The tests run in one Python process (one import of torch and Lightning for all of them).
+# The tests run in JOBS Python processes (one import of torch and Lightning for many tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 METHODS=${METHODS:-"rope pi ntk yarn self_extend rerope dca sinks"}
@@ -37,6 +38,7 @@ PASSKEY_EXAMPLES=${PASSKEY_EXAMPLES:-32}
 LM_EVAL_TOKENS=${LM_EVAL_TOKENS:-32768}
 LOCATIONS=${LOCATIONS-"start middle end"}
 PARTS=${PARTS:-"lm passkey"}  # which base and tests: "lm", "passkey" or both
+JOBS=${JOBS:-1}               # test processes run side by side
 PASSKEY_L=160  # train_max_length of configs/experiments/passkey.yaml
 LM_L=64        # n_ctx of configs/experiments/alibi_vs_sinusoidal_ppl.yaml
 for part in $PARTS; do
@@ -118,8 +120,8 @@ $(method_args "$m" $PASSKEY_L "$s")"
   fi
 done < <(variants)
 
-echo "== $(wc -l < "$jobs") tests ($jobs)"
-python - "$jobs" <<'EOF'
+run_tests() {  # run_tests FILE: every test of FILE in one Python process
+python - "$1" <<'EOF'
 """Run every `lengen test` of the file in this process, each one's output in ROOT/test.log."""
 import os
 import shlex
@@ -151,6 +153,13 @@ for line in open(sys.argv[1]):
         sys.exit(1)
     print(f"   {root}: {time.time() - start:.0f} s", flush=True)
 EOF
+}
+echo "== $(wc -l < "$jobs") tests ($jobs), $JOBS processes"
+rm -f "$jobs".part*
+split -n r/"$JOBS" -d "$jobs" "$jobs.part"
+pids=()
+for part in "$jobs".part*; do run_tests "$part" & pids+=($!); done
+for pid in "${pids[@]}"; do wait "$pid"; done  # set -e: a failed part stops the script here
 
 if has lm; then
   lengen report "$RUNS/lm/test" --metric perplexity --out "$OUT/perplexity" ${REPORT_ARGS:-}

@@ -59,6 +59,7 @@ def test_toy_run_reports_every_method(tmp_path):
         LM_EVAL_TOKENS="1024",
         EXTRA_SCALES="",
         LOCATIONS="end",
+        JOBS="2",
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     out = tmp_path / "out"

@@ -32,6 +32,11 @@ from lengen_plugins.positional_encodings.rope_scaling import (  # noqa: E402
     YaRN,
 )
 
+# These tests train without validation data on purpose.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:You defined a `validation_step` but have no `val_dataloader`:UserWarning"
+)
+
 VOCAB, TRAIN_LENGTH = 256, 8
 LLAMA = {"norm": "rmsnorm", "mlp": "swiglu"}
 GPT2 = {"norm": "layernorm", "mlp": "gelu"}

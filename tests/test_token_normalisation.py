@@ -19,6 +19,11 @@ from lengen_plugins.callbacks.sequence_length_warmup import SequenceLengthWarmup
 from lengen_plugins.positional_encodings.rope import RoPE
 from lengen_plugins.tasks.copy import Copy
 
+# These tests train without validation data on purpose.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:You defined a `validation_step` but have no `val_dataloader`:UserWarning"
+)
+
 
 class GradientRecorder(L.Callback):
     """Copies the accumulated gradients just before each optimizer step."""

@@ -1,25 +1,48 @@
 #!/usr/bin/env python
-"""The five-encoding comparison at Kazemnejad et al.'s split (train 1-20, test 21-40) as a ladder
-of training budgets: every task x encoding x seed trained in ONE Python process, exact match per
-length measured every `val_check_interval` steps (the rungs) on the same validation examples.
+"""A task x encoding x seed grid trained in ONE Python process, each run's per-length metrics
+measured every `val_check_interval` steps (the rungs) on the same validation examples. An
+experiment is a folder configs/experiments/<name>/ holding base.yaml and one yaml per task.
 
-    OMP_NUM_THREADS=1 python scripts/scale_ladder.py                      # the whole grid
+    OMP_NUM_THREADS=1 python scripts/scale_ladder.py                      # the ladder's grid
     python scripts/scale_ladder.py --tasks copy --seeds 0 --steps 20 \\
         --set trainer.val_check_interval=10                            # a smoke run
     python scripts/scale_ladder.py --summarise --out docs/figures/scale_ladder   # tables, figures
+    OMP_NUM_THREADS=1 python scripts/scale_ladder.py --experiment arithmetic     # experiment 2
+    OMP_NUM_THREADS=1 python scripts/scale_ladder.py --experiment ruler          # experiment 3
+    python scripts/scale_ladder.py --experiment ruler --summarise                # its tables
 
-A run is configs/experiments/ladder/{base,<task>}.yaml + configs/pe/<encoding>.yaml (the files
+Experiments (defaults: every task file of the folder, the experiment's encodings, seeds 0 1 2,
+--runs runs/<name>, --out docs/figures/<name>; the ladder keeps runs/ladder and
+docs/figures/scale_ladder):
+- ladder (issue #11): the five-encoding comparison at Kazemnejad et al.'s split (train 1-20,
+  test 21-40) on copy and reverse, as a ladder of training budgets.
+- arithmetic (experiment 2): reversed-digit addition, trained on 1..N digits, tested to 3N, with
+  NoPE, RoPE, FIRE, Abacus, position coupling, all in one format (addition.yaml: reversed
+  digits, no index hints, the format Abacus and position coupling need); addition_hints.yaml
+  adds index hints for NoPE, RoPE, FIRE only. Exact match. Settings and calibration:
+  configs/experiments/arithmetic/base.yaml.
+- ruler (experiment 3): the seven RULER tasks (byte level) with the five base encodings, tested
+  at 1x-4x the training length with RULER's string match (all, then part); after the last rung
+  each NIAH run is also tested with its needles at the start / middle / end of the context
+  (results.json under RUN/depth/<location>/, `lengen heatmap` input), and --summarise writes
+  `lengen heatmap`'s table and figure per NIAH task. Settings and calibration:
+  configs/experiments/ruler/base.yaml.
+
+A run is configs/experiments/<name>/{base,<task>}.yaml + configs/pe/<encoding>.yaml (the files
 `lengen fit --config ...` takes) + `--set KEY=VALUE` overrides (e.g. model.d_model=128 for a size
 rung); the seed sets seed_everything AND data.seed. Each run appends one line to RUNS/runs.jsonl
 (its per-length metrics at every rung); a run whose line exists is skipped, so the grid resumes.
 The grid runs seed by seed, so --stop-at (no new run after that time) cuts seeds first.
-`--summarise` reads runs.jsonl and writes ladder.md (exact match on unseen lengths per rung, mean ±
-std over seeds, each encoding's rank) and one figure per task to --out.
+`--summarise` reads runs.jsonl and writes <name>.md (the ladder: ladder.md; the first metric of
+the task's `model.metrics` and the second on unseen lengths, i.e. lengths above
+train_max_length, per rung, mean ± std over seeds, each encoding's rank) and one figure per task
+to --out.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import statistics
@@ -30,10 +53,55 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-LADDER = ROOT / "configs" / "experiments" / "ladder"
+EXPERIMENTS_DIR = ROOT / "configs" / "experiments"
+LADDER = EXPERIMENTS_DIR / "ladder"
 ENCODINGS = ["nope", "sinusoidal", "t5_bias", "alibi", "rope"]
 LABELS = {"nope": "NoPE", "sinusoidal": "APE (sin)", "t5_bias": "T5 bias", "alibi": "ALiBi",
-          "rope": "RoPE"}  # fmt: skip
+          "rope": "RoPE", "fire": "FIRE", "abacus": "Abacus",
+          "position_coupling": "Pos. coupling"}  # fmt: skip
+# Each experiment's default encodings, and the (task, encoding) pairs its grid leaves out:
+# Abacus and position coupling read the digits of the reversed format without index hints.
+EXPERIMENTS = {
+    "ladder": {"encodings": ENCODINGS, "out": "docs/figures/scale_ladder", "summary": "ladder.md"},
+    "arithmetic": {
+        "encodings": ["nope", "rope", "fire", "abacus", "position_coupling"],
+        "skip": {("addition_hints", "abacus"), ("addition_hints", "position_coupling")},
+    },
+    "ruler": {"encodings": ENCODINGS},
+}
+# Metric names in the tables: (column, rank column) and prose.
+SHORT = {"exact_match": ("EM", "EM"), "token_accuracy": ("tok. acc.", "tok."),
+         "string_match_all": ("SM all", "SM all"),
+         "string_match_part": ("SM part", "SM part")}  # fmt: skip
+LONG = {"exact_match": "exact match", "token_accuracy": "token accuracy",
+        "string_match_all": "string match (all)",
+        "string_match_part": "string match (part)"}  # fmt: skip
+LEGACY_METRICS = ["exact_match", "token_accuracy"]  # rows written before metric_names existed
+DEPTHS = ["start", "middle", "end"]  # needle locations of the depth test (`lengen heatmap` rows)
+
+
+def experiment_settings(name: str) -> dict:
+    """Defaults of experiment `name`: encodings, skipped pairs, runs and output folders."""
+    settings = {"encodings": ENCODINGS, "skip": set(), "runs": f"runs/{name}",
+                "out": f"docs/figures/{name}", "summary": f"{name}.md"}  # fmt: skip
+    settings.update(EXPERIMENTS.get(name, {}))
+    return settings
+
+
+def experiment_dir(name: str) -> Path:
+    folder = EXPERIMENTS_DIR / name
+    if not (folder / "base.yaml").is_file():
+        accepted = sorted(p.parent.name for p in EXPERIMENTS_DIR.glob("*/base.yaml"))
+        raise SystemExit(
+            f"scale_ladder: unknown experiment {name!r}; accepted: folders of configs/experiments/ "
+            f"with a base.yaml: {', '.join(accepted)}"
+        )
+    return folder
+
+
+def experiment_tasks(name: str) -> list[str]:
+    """The task files of an experiment folder (every yaml but base.yaml), sorted."""
+    return sorted(p.stem for p in experiment_dir(name).glob("*.yaml") if p.stem != "base")
 
 
 def merge(base: dict, update: dict) -> dict:
@@ -48,11 +116,17 @@ def merge(base: dict, update: dict) -> dict:
 
 
 def run_config(
-    task: str, encoding: str, seed: int, steps: int | None = None, sets: list[str] = ()
+    task: str,
+    encoding: str,
+    seed: int,
+    steps: int | None = None,
+    sets: list[str] = (),
+    experiment: str = "ladder",
 ) -> dict:
     """The merged config of one run, in `lengen fit`'s layout; `sets`: "a.b.c=YAML" overrides."""
     config: dict = {}
-    files = [LADDER / "base.yaml", LADDER / f"{task}.yaml",
+    folder = experiment_dir(experiment)
+    files = [folder / "base.yaml", folder / f"{task}.yaml",
              ROOT / "configs" / "pe" / f"{encoding}.yaml"]  # fmt: skip
     for path in files:
         if not path.is_file():
@@ -76,9 +150,38 @@ def run_config(
     return config
 
 
-def train_ladder(config: dict, root: Path) -> dict[int, dict[str, dict[int, float]]]:
-    """Train one run with lengen's Python API; returns {step: {metric: {length: value}}}, the
-    validation results at every `val_check_interval` steps."""
+def split_plugin(spec: str | dict) -> tuple[str, dict]:
+    """A config's plugin entry (a short name, or class_path + init_args) -> (name, arguments)."""
+    if isinstance(spec, dict):
+        return spec["class_path"], dict(spec.get("init_args") or {})
+    return spec, {}
+
+
+def build_run(config: dict):
+    """(model, data module) of one run's merged config, through lengen's Python API."""
+    from lengen import api
+
+    model_args = dict(config["model"])
+    encoding, encoding_args = split_plugin(model_args.pop("pos_encoding"))
+    metrics = [api._plugin("metrics", name, **kwargs)
+               for name, kwargs in map(split_plugin, model_args.pop("metrics"))]  # fmt: skip
+    data_args = dict(config["data"]["init_args"])
+    task, task_args = split_plugin(data_args.pop("task"))
+    data = api.task_data(task, task_args=task_args, **data_args)
+    model = api.build_model(
+        encoding, task=data.task, metrics=metrics, encoding_args=encoding_args, **model_args
+    )
+    model.run_config = config
+    return model, data
+
+
+def train_ladder(
+    config: dict, root: Path, depths: list[str] = ()
+) -> tuple[dict[int, dict[str, dict[int, float]]], dict[str, dict[str, dict[int, float]]]]:
+    """Train one run with lengen's Python API; returns ({step: {metric: {length: value}}}, the
+    validation results at every `val_check_interval` steps, and {location: {metric: {length:
+    value}}}, the trained model tested with the task's `location` set to each of `depths`; each
+    test writes results.json under root/depth/<location>/ for `lengen heatmap`)."""
     import lightning as L
 
     from lengen import api
@@ -93,27 +196,17 @@ def train_ladder(config: dict, root: Path) -> dict[int, dict[str, dict[int, floa
 
         def on_validation_end(self, trainer, module) -> None:
             found = trainer.callback_metrics
-            self.results[trainer.global_step] = {
-                name: {n: float(found[length_tag("val", name, n)]) for n in self.lengths}
+            results = {
+                name: {n: float(found[length_tag("val", name, n)]) for n in self.lengths
+                       if length_tag("val", name, n) in found}
                 for name in self.metrics
-            }
+            }  # fmt: skip
+            self.results[trainer.global_step] = {k: v for k, v in results.items() if v}
 
     L.seed_everything(config["seed_everything"], verbose=False)
-    model_args = dict(config["model"])
-    encoding = model_args.pop("pos_encoding")
-    encoding_args = {}
-    if isinstance(encoding, dict):
-        encoding, encoding_args = encoding["class_path"], encoding.get("init_args") or {}
-    metrics = [m["class_path"] for m in model_args.pop("metrics")]
-    data_args = dict(config["data"]["init_args"])
-    task = data_args.pop("task")
-    model = api.build_model(
-        encoding, task=task, metrics=metrics, encoding_args=encoding_args, **model_args
-    )
-    model.run_config = config
-    data = api.task_data(task, **data_args)
+    model, data = build_run(config)
     trainer_args = dict(config["trainer"])
-    rungs = Rungs(["exact_match", "token_accuracy"], data_args["eval_lengths"])
+    rungs = Rungs(list(model.metrics["val"]), config["data"]["init_args"]["eval_lengths"])
     trainer_args.pop("check_val_every_n_epoch", None)  # api.trainer sets it (None)
     trainer = api.trainer(
         root,
@@ -123,13 +216,27 @@ def train_ladder(config: dict, root: Path) -> dict[int, dict[str, dict[int, floa
         **trainer_args,
     )
     api.train(model, data, trainer)
-    return rungs.results
+    by_depth = {}
+    for location in depths:  # the trained weights, one test per needle location
+        located = copy.deepcopy(config)
+        located["data"]["init_args"]["task"]["init_args"]["location"] = location
+        _, data = build_run(located)
+        model.run_config = located  # results.json's config: `lengen heatmap` reads the location
+        tester = api.trainer(root / "depth" / location, 1, **trainer_args)
+        by_depth[location] = api.evaluate(model, data, tester).metrics
+    return rungs.results, by_depth
 
 
 def unseen_mean(per_length: dict, train_max_length: int) -> float:
     """Mean over the tested lengths beyond training (Kazemnejad et al. score unseen lengths)."""
     values = [v for length, v in per_length.items() if int(length) > train_max_length]
     return sum(values) / len(values) if values else math.nan
+
+
+def has_depth(config: dict) -> bool:
+    """Whether the run's task takes a needle `location` (RULER's NIAH, passkey, ...)."""
+    task = config["data"]["init_args"]["task"]
+    return isinstance(task, dict) and "location" in (task.get("init_args") or {})
 
 
 def run_grid(args: argparse.Namespace) -> None:
@@ -141,39 +248,54 @@ def run_grid(args: argparse.Namespace) -> None:
         for line in log.read_text().splitlines():
             row = json.loads(line)
             done.add((row["task"], row["encoding"], row["seed"]))
-    grid = [(t, e, s) for s in args.seeds for t in args.tasks for e in args.encodings]
+    skip = experiment_settings(args.experiment)["skip"]
+    left_out = sorted({(t, e) for t in args.tasks for e in args.encodings} & skip)
+    if left_out:
+        print("not in this experiment's grid: " + ", ".join(f"{t} x {e}" for t, e in left_out))
+    grid = [(t, e, s) for s in args.seeds for t in args.tasks for e in args.encodings
+            if (t, e) not in skip]  # fmt: skip
     for index, (task, encoding, seed) in enumerate(grid, 1):
         if (task, encoding, seed) in done:
             continue
         if args.stop_at is not None and time.time() >= args.stop_at:
             print(f"--stop-at reached: {len(grid) - index + 1} runs not started", flush=True)
             return
-        config = run_config(task, encoding, seed, args.steps, args.set)
+        config = run_config(task, encoding, seed, args.steps, args.set, args.experiment)
         root = runs / task / encoding / f"seed{seed}"
         start = time.perf_counter()
-        results = train_ladder(config, root)
+        results, by_depth = train_ladder(config, root, DEPTHS if has_depth(config) else [])
         seconds = time.perf_counter() - start
         train_max = config["data"]["init_args"]["train_max_length"]
+        names = list(results[min(results)]) if results else []  # model.metrics' order
         row = {
-            "task": task, "encoding": encoding, "seed": seed,
+            "task": task, "encoding": encoding, "seed": seed, "experiment": args.experiment,
             "n_layer": config["model"]["n_layer"], "d_model": config["model"]["d_model"],
             "batch_size": config["data"]["init_args"]["batch_size"],
+            "max_steps": config["trainer"]["max_steps"],
             "train_max_length": train_max, "seconds": round(seconds, 1),
+            "metric_names": names,
             "rungs": {
                 str(step): {
-                    "unseen_exact_match": unseen_mean(metrics["exact_match"], train_max),
-                    "unseen_token_accuracy": unseen_mean(metrics["token_accuracy"], train_max),
+                    **{f"unseen_{name}": unseen_mean(values, train_max)
+                       for name, values in metrics.items() if name in LEGACY_METRICS},
+                    "unseen": {name: unseen_mean(values, train_max)
+                               for name, values in metrics.items()},
                     "metrics": {name: {str(k): v for k, v in values.items()}
                                 for name, values in metrics.items()},
                 } for step, metrics in results.items()
             },
         }  # fmt: skip
+        if by_depth:
+            row["depth"] = {location: {name: {str(k): v for k, v in values.items()}
+                                       for name, values in metrics.items()}
+                            for location, metrics in by_depth.items()}  # fmt: skip
         with log.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
-        last = row["rungs"][str(max(results))] if results else {"unseen_exact_match": math.nan}
+        last = row["rungs"][str(max(results))]["unseen"] if results else {}
+        headline = names[0] if names else "exact_match"
         print(
             f"[{index}/{len(grid)}] {task} {encoding} seed {seed}: {seconds:.0f} s, unseen "
-            f"exact match at the last rung {last['unseen_exact_match']:.3f}",
+            f"{LONG.get(headline, headline)} at the last rung {last.get(headline, math.nan):.3f}",
             flush=True,
         )
 
@@ -201,15 +323,27 @@ def fmt(mean: float, std: float) -> str:
     return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
 
 
+def short(name: str) -> tuple[str, str]:
+    return SHORT.get(name, (name, name))
+
+
+def long(name: str) -> str:
+    return LONG.get(name, name.replace("_", " "))
+
+
 def summarise(args: argparse.Namespace) -> None:
-    """ladder.md and one figure per task (exact match against length at each rung, and the
-    unseen-length scores against steps) from RUNS/runs.jsonl."""
+    """<name>.md and one figure per task (the first metric against length at each rung, and the
+    second metric on unseen lengths against steps) from RUNS/runs.jsonl; for a task tested by
+    depth, `lengen heatmap`'s table and figure in OUT/<task>_depth/ (also quoted in <name>.md)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in (Path(args.runs) / "runs.jsonl").read_text().splitlines()]
+    log = Path(args.runs) / "runs.jsonl"
+    if not log.is_file():
+        raise SystemExit(f"scale_ladder: no {log}; train the grid first (same --runs)")
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -218,6 +352,13 @@ def summarise(args: argparse.Namespace) -> None:
         if not task_rows:
             continue
         first = task_rows[0]
+        train_max = first["train_max_length"]
+        names = first.get("metric_names", LEGACY_METRICS)
+        main, second = names[0], names[1] if len(names) > 1 else names[0]
+
+        def unseen(rung: dict, name: str, train_max: int = train_max) -> float:
+            return unseen_mean(rung["metrics"][name], train_max)
+
         steps = sorted({int(step) for row in task_rows for step in row["rungs"]})
         lines.append(f"## {task}: {first['n_layer']} layers, d_model {first['d_model']}, "
                      f"batch {first['batch_size']}\n")  # fmt: skip
@@ -226,12 +367,13 @@ def summarise(args: argparse.Namespace) -> None:
         previous, by_step = None, {}
         for column, step in enumerate(steps):
             cell = [row for row in task_rows if str(step) in row["rungs"]]
-            lengths = sorted(int(k) for k in cell[0]["rungs"][str(step)]["metrics"]["exact_match"])
+            lengths = sorted(int(k) for k in cell[0]["rungs"][str(step)]["metrics"][main])
             shown = lengths
             lines.append(f"### {step} steps\n")
             lines.append("| encoding | seeds | " + " | ".join(
-                f"{n}{'*' if n > first['train_max_length'] else ''}" for n in shown)
-                + " | unseen EM | unseen tok. acc. | rank (EM) | rank (tok.) |")  # fmt: skip
+                f"{n}{'*' if n > train_max else ''}" for n in shown)
+                + f" | unseen {short(main)[0]} | unseen {short(second)[0]} | rank "
+                f"({short(main)[1]}) | rank ({short(second)[1]}) |")  # fmt: skip
             lines.append("|---|---:|" + "---:|" * (len(shown) + 4))
             em, tok, curves, seeds = {}, {}, {}, {}
             for encoding in args.encodings:
@@ -239,11 +381,10 @@ def summarise(args: argparse.Namespace) -> None:
                 if not rungs:
                     continue
                 seeds[encoding] = len(rungs)
-                em[encoding] = mean_std([rung["unseen_exact_match"] for rung in rungs])
-                tok[encoding] = mean_std([rung["unseen_token_accuracy"] for rung in rungs])
+                em[encoding] = mean_std([unseen(rung, main) for rung in rungs])
+                tok[encoding] = mean_std([unseen(rung, second) for rung in rungs])
                 curves[encoding] = {
-                    n: mean_std([rung["metrics"]["exact_match"][str(n)] for rung in rungs])
-                    for n in lengths
+                    n: mean_std([rung["metrics"][main][str(n)] for rung in rungs]) for n in lengths
                 }
                 axes[0][column].errorbar(
                     lengths, [curves[encoding][n][0] for n in lengths],
@@ -269,18 +410,18 @@ def summarise(args: argparse.Namespace) -> None:
             changed = "" if previous is None else (
                 " (same as the rung below)" if order == previous
                 else " (changed from the rung below)")  # fmt: skip
-            lines.append(f"\nOrder by unseen exact match (ties broken by token accuracy): "
-                         f"{em_order}. By unseen token accuracy: {order}{changed}.\n")  # fmt: skip
+            lines.append(f"\nOrder by unseen {long(main)} (ties broken by {long(second)}): "
+                         f"{em_order}. By unseen {long(second)}: {order}{changed}.\n")  # fmt: skip
             previous = order
             ax = axes[0][column]
-            ax.axvspan(min(lengths) - 0.5, first["train_max_length"] + 0.5, color="0.9")
+            ax.axvspan(min(lengths) - 0.5, train_max + 0.5, color="0.9")
             ax.set_title(f"{task}, {step} steps", fontsize=9)
             ax.set_xlabel("length")
             ax.set_ylim(-0.02, 1.02)
             ax.grid(alpha=0.3)
         lines.append(
-            "Rank of each encoding per rung (1 = best; by unseen exact match, by unseen token "
-            "accuracy in brackets; ties share the mean rank):\n"
+            f"Rank of each encoding per rung (1 = best; by unseen {long(main)}, by unseen "
+            f"{long(second)} in brackets; ties share the mean rank):\n"
         )
         lines.append("| encoding | " + " | ".join(f"{step} steps" for step in steps) + " |")
         lines.append("|---|" + "---:|" * len(steps))
@@ -294,9 +435,12 @@ def summarise(args: argparse.Namespace) -> None:
                 r_em = ranks({e: round(v[0], 4) for e, v in em.items()})[encoding]
                 r_tok = ranks({e: round(v[0], 4) for e, v in tok.items()})[encoding]
                 cells.append(f"{r_em:g} ({r_tok:g})")
-            lines.append(f"| {LABELS.get(encoding, encoding)} | " + " | ".join(cells) + " |")
+            if any(c != "-" for c in cells):
+                lines.append(f"| {LABELS.get(encoding, encoding)} | " + " | ".join(cells) + " |")
         lines.append("")
-        axes[0][0].set_ylabel("exact match (mean ± std over seeds)")
+        if any("depth" in row for row in task_rows):
+            lines.extend(depth_table(task, Path(args.runs), out, main))
+        axes[0][0].set_ylabel(f"{long(main)} (mean ± std over seeds)")
         axes[0][0].legend(fontsize=7)
         ax = axes[0][-1]
         for encoding in args.encodings:
@@ -308,33 +452,76 @@ def summarise(args: argparse.Namespace) -> None:
                     yerr=[0 if math.isnan(v[1]) else v[1] for _, v in points],
                     label=LABELS.get(encoding, encoding), marker="o", capsize=2,
                 )  # fmt: skip
-        ax.set_title(f"{task}: unseen lengths, token accuracy", fontsize=9)
+        ax.set_title(f"{task}: unseen lengths, {long(second)}", fontsize=9)
         ax.set_xlabel("training steps (rung)")
         ax.grid(alpha=0.3)
         figure.tight_layout()
         figure.savefig(out / f"{task}.png", dpi=110)
         plt.close(figure)
-    (out / "ladder.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out / 'ladder.md'} and the figures in {out}")
+    summary = out / experiment_settings(args.experiment)["summary"]
+    summary.write_text("\n".join(lines) + "\n")
+    print(f"wrote {summary} and the figures in {out}")
+
+
+def depth_table(task: str, runs: Path, out: Path, metric: str) -> list[str]:
+    """`lengen heatmap RUNS/<task> --metric METRIC --out OUT/<task>_depth`: rows = encoding x
+    needle location, columns = context length, mean over seeds; returns its Markdown lines."""
+    from lengen.heatmap import main as heatmap
+
+    folder = out / f"{task}_depth"
+    heatmap([str(runs / task), "--metric", metric, "--out", str(folder), "--overwrite"])
+    return [
+        f"{long(metric).capitalize()} of the last rung's weights by needle location (rows) and "
+        f"context length (columns), mean over seeds (`lengen heatmap`; figure: "
+        f"{task}_depth/heatmap.png):\n",
+        (folder / "heatmap.md").read_text(),
+    ]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", nargs="+", default=["copy", "reverse"])
-    parser.add_argument("--encodings", nargs="+", default=ENCODINGS)
+    parser.add_argument(
+        "--experiment", default="ladder",
+        help="configs/experiments/<name>/ with base.yaml and one yaml per task (default ladder)",
+    )  # fmt: skip
+    parser.add_argument("--tasks", nargs="+", default=None, help="default: the folder's tasks")
+    parser.add_argument("--encodings", nargs="+", default=None,
+                        help="configs/pe/<name>.yaml names; default: the experiment's")  # fmt: skip
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="override trainer.max_steps")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="override a config value, e.g. --set data.init_args.test_examples_per_length=8",
     )  # fmt: skip
-    parser.add_argument("--runs", default="runs/ladder", help="run folder (default runs/ladder)")
+    parser.add_argument("--runs", default=None, help="run folder (default runs/<experiment>)")
     parser.add_argument(
         "--stop-at", type=float, default=None, help="start no run after this Unix time (seconds)"
     )
     parser.add_argument("--summarise", action="store_true", help="only write tables and figures")
-    parser.add_argument("--out", default="docs/figures/scale_ladder", help="--summarise output")
+    parser.add_argument(
+        "--out", default=None,
+        help="--summarise output (default docs/figures/<experiment>; the ladder: "
+        "docs/figures/scale_ladder)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if not (EXPERIMENTS_DIR / args.experiment / "base.yaml").is_file():
+        accepted = sorted(p.parent.name for p in EXPERIMENTS_DIR.glob("*/base.yaml"))
+        parser.error(
+            f"unknown experiment {args.experiment!r}; accepted: folders of configs/experiments/ "
+            f"with a base.yaml: {', '.join(accepted)}"
+        )
+    settings = experiment_settings(args.experiment)
+    tasks = experiment_tasks(args.experiment)
+    args.tasks = args.tasks or tasks
+    args.encodings = args.encodings or settings["encodings"]
+    args.runs = args.runs or settings["runs"]
+    args.out = args.out or settings["out"]
+    for task in args.tasks:
+        if task not in tasks:
+            parser.error(
+                f"unknown task {task!r} for --experiment {args.experiment}; accepted: "
+                f"{', '.join(tasks)}"
+            )
     for encoding in args.encodings:
         if not (ROOT / "configs" / "pe" / f"{encoding}.yaml").is_file():
             parser.error(f"unknown encoding {encoding!r}; accepted: configs/pe/<name>.yaml names")

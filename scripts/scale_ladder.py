@@ -16,17 +16,28 @@ Experiments (defaults: every task file of the folder, the experiment's encodings
 docs/figures/scale_ladder):
 - ladder (issue #11): the five-encoding comparison at Kazemnejad et al.'s split (train 1-20,
   test 21-40) on copy and reverse, as a ladder of training budgets.
-- arithmetic (experiment 2): reversed-digit addition, trained on 1..N digits, tested to 3N, with
-  NoPE, RoPE, FIRE, Abacus, position coupling, all in one format (addition.yaml: reversed
-  digits, no index hints, the format Abacus and position coupling need); addition_hints.yaml
-  adds index hints for NoPE, RoPE, FIRE only. Exact match. Settings and calibration:
-  configs/experiments/arithmetic/base.yaml.
-- ruler (experiment 3): the seven RULER tasks (byte level) with the five base encodings, tested
-  at 1x-4x the training length with RULER's string match (all, then part); after the last rung
-  each NIAH run is also tested with its needles at the start / middle / end of the context
-  (results.json under RUN/depth/<location>/, `lengen heatmap` input), and --summarise writes
-  `lengen heatmap`'s table and figure per NIAH task. Settings and calibration:
-  configs/experiments/ruler/base.yaml.
+- arithmetic (experiment 2, issue #17): reversed-digit addition, trained on 1..5 digits, tested
+  to 15 (3N), with NoPE, RoPE, FIRE, Abacus, position coupling, ALL in one format
+  (addition.yaml: reversed digits, no index hints, the format Abacus and position coupling
+  need); addition_hints.yaml adds index hints for NoPE, RoPE, FIRE only (the grid leaves out
+  Abacus and position coupling there). Exact match. 2 layers, d_model 64, batch 64, 10000 steps,
+  rungs every 2500. 24 runs; about 12 min each here, so about 5 h in one process, or
+      OMP_NUM_THREADS=1 python scripts/scale_ladder.py --experiment arithmetic --tasks addition
+      OMP_NUM_THREADS=1 python scripts/scale_ladder.py --experiment arithmetic \\
+          --tasks addition_hints                   # in parallel: about 3 h and 2.5 h
+  Calibration (why these settings): configs/experiments/arithmetic/base.yaml.
+- ruler (experiment 3, issue #17): the seven RULER tasks (byte level) with the five base
+  encodings, trained on contexts of up to 384 bytes, tested at 1x-4x (384-1536 bytes) with
+  RULER's string match (all; part beside it); after the last rung each NIAH run is also tested
+  with its needles at the start / middle / end of the context (results.json under
+  RUN/depth/<location>/, `lengen heatmap` input) and --summarise adds `lengen heatmap`'s table
+  and figure per NIAH task (OUT/<task>_depth/). 2 layers, d_model 64, batch 16, 2000 steps,
+  rungs at 1000 and 2000. 105 runs; about 16 min each here, so about 28 h in one process, or one
+  process per task (about 4 h each, 7 processes):
+      OMP_NUM_THREADS=1 python scripts/scale_ladder.py --experiment ruler --tasks niah_single
+  Calibration (timing only): configs/experiments/ruler/base.yaml.
+Wall times are for this 2-core VM while two other training processes ran (one thread each);
+each grid resumes, and --stop-at cuts it between runs.
 
 A run is configs/experiments/<name>/{base,<task>}.yaml + configs/pe/<encoding>.yaml (the files
 `lengen fit --config ...` takes) + `--set KEY=VALUE` overrides (e.g. model.d_model=128 for a size
@@ -45,6 +56,7 @@ import argparse
 import copy
 import json
 import math
+import shutil
 import statistics
 import sys
 import time
@@ -74,8 +86,8 @@ SHORT = {"exact_match": ("EM", "EM"), "token_accuracy": ("tok. acc.", "tok."),
          "string_match_all": ("SM all", "SM all"),
          "string_match_part": ("SM part", "SM part")}  # fmt: skip
 LONG = {"exact_match": "exact match", "token_accuracy": "token accuracy",
-        "string_match_all": "string match (all)",
-        "string_match_part": "string match (part)"}  # fmt: skip
+        "string_match_all": "string match all",
+        "string_match_part": "string match part"}  # fmt: skip
 LEGACY_METRICS = ["exact_match", "token_accuracy"]  # rows written before metric_names existed
 DEPTHS = ["start", "middle", "end"]  # needle locations of the depth test (`lengen heatmap` rows)
 
@@ -262,6 +274,7 @@ def run_grid(args: argparse.Namespace) -> None:
             return
         config = run_config(task, encoding, seed, args.steps, args.set, args.experiment)
         root = runs / task / encoding / f"seed{seed}"
+        shutil.rmtree(root / "depth", ignore_errors=True)  # an unfinished run's depth tests
         start = time.perf_counter()
         results, by_depth = train_ladder(config, root, DEPTHS if has_depth(config) else [])
         seconds = time.perf_counter() - start

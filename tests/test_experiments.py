@@ -28,7 +28,10 @@ def test_defaults_keep_the_ladder():
     ladder = load_script()
     args = ladder.parse_args([])
     assert (args.experiment, args.tasks, args.runs, args.out) == (
-        "ladder", ["copy", "reverse"], "runs/ladder", "docs/figures/scale_ladder"
+        "ladder",
+        ["copy", "reverse"],
+        "runs/ladder",
+        "docs/figures/scale_ladder",
     )
     assert args.encodings == ["nope", "sinusoidal", "t5_bias", "alibi", "rope"]
     args = ladder.parse_args(["--experiment", "arithmetic"])
@@ -52,7 +55,9 @@ def test_arithmetic_toy_grid(tmp_path, monkeypatch):
     rows = read_rows(runs)
     # Abacus reads digits without index hints: the hints variant runs NoPE only.
     assert [(r["task"], r["encoding"]) for r in rows] == [
-        ("addition", "nope"), ("addition", "abacus"), ("addition_hints", "nope")
+        ("addition", "nope"),
+        ("addition", "abacus"),
+        ("addition_hints", "nope"),
     ]
     config = ladder.run_config("addition_hints", "nope", 0, experiment="arithmetic")
     assert config["data"]["init_args"]["task"]["init_args"]["index_hints"] is True
@@ -121,7 +126,8 @@ def test_ruler_toy_grid_with_depth(tmp_path, monkeypatch):
     ladder.main([*argv, "--summarise", "--out", str(out)])
     text = (out / "ruler.md").read_text()
     assert "## niah_single:" in text and "## common_words:" in text
-    assert "| 200 | 400* | unseen SM all | unseen SM part | rank (SM all) | rank (SM part) |" in text
+    header = "| 200 | 400* | unseen SM all | unseen SM part | rank (SM all) | rank (SM part) |"
+    assert header in text
     assert "| string_match_all | 200 | 400 |" in text  # the heatmap table, by location
     for location in ("start", "middle", "end"):
         assert f"| {location} |" in text

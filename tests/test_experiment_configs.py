@@ -34,6 +34,22 @@ STACKS = {
         f"ladder/{task}": [EXPERIMENTS / "ladder/base.yaml", EXPERIMENTS / f"ladder/{task}.yaml"]
         for task in ("copy", "reverse")
     },
+    **{
+        f"{name}/{task}": [EXPERIMENTS / f"{name}/base.yaml", EXPERIMENTS / f"{name}/{task}.yaml"]
+        for name, tasks in {
+            "arithmetic": ("addition", "addition_hints"),
+            "ruler": (
+                "niah_single",
+                "niah_multikey",
+                "niah_multivalue",
+                "niah_multiquery",
+                "variable_tracking",
+                "common_words",
+                "frequent_words",
+            ),
+        }.items()
+        for task in tasks
+    },
 }
 
 

@@ -169,6 +169,15 @@ def split_plugin(spec: str | dict) -> tuple[str, dict]:
     return spec, {}
 
 
+def build_data(config: dict):
+    """The run's TaskDataModule (data.init_args of the merged config)."""
+    from lengen import api
+
+    data_args = dict(config["data"]["init_args"])
+    task, task_args = split_plugin(data_args.pop("task"))
+    return api.task_data(task, task_args=task_args, **data_args)
+
+
 def build_run(config: dict):
     """(model, data module) of one run's merged config, through lengen's Python API."""
     from lengen import api
@@ -177,9 +186,7 @@ def build_run(config: dict):
     encoding, encoding_args = split_plugin(model_args.pop("pos_encoding"))
     metrics = [api._plugin("metrics", name, **kwargs)
                for name, kwargs in map(split_plugin, model_args.pop("metrics"))]  # fmt: skip
-    data_args = dict(config["data"]["init_args"])
-    task, task_args = split_plugin(data_args.pop("task"))
-    data = api.task_data(task, task_args=task_args, **data_args)
+    data = build_data(config)
     model = api.build_model(
         encoding, task=data.task, metrics=metrics, encoding_args=encoding_args, **model_args
     )
@@ -232,7 +239,7 @@ def train_ladder(
     for location in depths:  # the trained weights, one test per needle location
         located = copy.deepcopy(config)
         located["data"]["init_args"]["task"]["init_args"]["location"] = location
-        _, data = build_run(located)
+        data = build_data(located)
         model.run_config = located  # results.json's config: `lengen heatmap` reads the location
         tester = api.trainer(root / "depth" / location, 1, **trainer_args)
         by_depth[location] = api.evaluate(model, data, tester).metrics

@@ -360,10 +360,7 @@ def summarise(args: argparse.Namespace) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    log = Path(args.runs) / "runs.jsonl"
-    if not log.is_file():
-        raise SystemExit(f"scale_ladder: no {log}; train the grid first (same --runs)")
-    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    rows = read_rows(args.runs)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -483,6 +480,105 @@ def summarise(args: argparse.Namespace) -> None:
     print(f"wrote {summary} and the figures in {out}")
 
 
+def read_rows(source: str) -> list[dict]:
+    """The rows of a runs.jsonl file, or of RUNS/runs.jsonl for a run folder."""
+    path = Path(source)
+    log = path / "runs.jsonl" if path.is_dir() else path
+    if not log.is_file():
+        raise SystemExit(f"scale_ladder: no {log}; train the grid first (same --runs)")
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def summarise_sizes(args: argparse.Namespace) -> None:
+    """sizes.md and sizes_<task>.png: each encoding's unseen-length scores at the last rung, one
+    column per model size (one --sizes source per size), and its rank at each size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [read_rows(source) for source in args.sizes]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for task in args.tasks:
+        # columns: (label, {encoding: [last-rung rung dicts over seeds]}) per size with this task
+        columns, metric_names = [], None
+        for rows in sizes:
+            task_rows = [row for row in rows if row["task"] == task]
+            if not task_rows:
+                continue
+            first = task_rows[0]
+            metric_names = metric_names or first.get("metric_names", LEGACY_METRICS)
+            last = str(max(int(step) for row in task_rows for step in row["rungs"]))
+            label = f"{first['n_layer']}x{first['d_model']}, {last} steps"
+            cells = {e: [row["rungs"][last] for row in task_rows
+                         if row["encoding"] == e and last in row["rungs"]]
+                     for e in args.encodings}  # fmt: skip
+            columns.append((label, first["train_max_length"], cells))
+        if not columns:
+            continue
+        main = metric_names[0]
+        second = metric_names[1] if len(metric_names) > 1 else main
+        lines.append(f"## {task}: unseen {long(main)} (unseen {long(second)}) by model size\n")
+        lines.append("| encoding | " + " | ".join(label for label, _, _ in columns) + " |")
+        lines.append("|---|" + "---:|" * len(columns))
+        scores = []  # per column: {encoding: (main mean, second mean)}
+        for _, train_max, cells in columns:
+            scores.append({
+                e: tuple(statistics.fmean(unseen_mean(r["metrics"][m], train_max) for r in rungs)
+                         for m in (main, second))
+                for e, rungs in cells.items() if rungs
+            })  # fmt: skip
+        for encoding in args.encodings:
+            row = []
+            for _, train_max, cells in columns:
+                rungs = cells[encoding]
+                if not rungs:
+                    row.append("-")
+                    continue
+                a = mean_std([unseen_mean(r["metrics"][main], train_max) for r in rungs])
+                b = mean_std([unseen_mean(r["metrics"][second], train_max) for r in rungs])
+                row.append(f"{fmt(*a)} ({fmt(*b)}), {len(rungs)} seed{'s' * (len(rungs) > 1)}")
+            lines.append(f"| {LABELS.get(encoding, encoding)} | " + " | ".join(row) + " |")
+        lines.append(
+            f"\nRank at each size (1 = best; by unseen {long(main)}, ties broken by "
+            f"unseen {long(second)}; an encoding without runs at a size is left out):\n"
+        )
+        lines.append("| encoding | " + " | ".join(label for label, _, _ in columns) + " |")
+        lines.append("|---|" + "---:|" * len(columns))
+        orders = []
+        for score in scores:
+            ordered = sorted(score, key=lambda e: (-round(score[e][0], 4), -round(score[e][1], 4)))
+            orders.append(ordered)
+        for encoding in args.encodings:
+            cells = [str(order.index(encoding) + 1) if encoding in order else "-"
+                     for order in orders]  # fmt: skip
+            lines.append(f"| {LABELS.get(encoding, encoding)} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for (label, _, _), order in zip(columns, orders):
+            lines.append(f"- {label}: " + " > ".join(LABELS.get(e, e) for e in order))
+        lines.append("")
+        figure, axes = plt.subplots(1, 2, figsize=(8, 3.3))
+        for encoding in args.encodings:
+            points = [(i, score[encoding]) for i, score in enumerate(scores) if encoding in score]
+            for ax, k in zip(axes, (0, 1)):
+                ax.plot([i for i, _ in points], [v[k] for _, v in points], marker="o",
+                        label=LABELS.get(encoding, encoding))  # fmt: skip
+        for ax, name in zip(axes, (main, second)):
+            ax.set_xticks(range(len(columns)), [label.split(",")[0] for label, _, _ in columns])
+            ax.set_xlabel("layers x d_model")
+            ax.set_title(f"{task}: unseen {long(name)} (mean over seeds)", fontsize=9)
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(out / f"sizes_{task}.png", dpi=110)
+        plt.close(figure)
+    (out / "sizes.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out / 'sizes.md'} and the figures in {out}")
+
+
 def depth_table(task: str, runs: Path, out: Path, metric: str) -> list[str]:
     """`lengen heatmap RUNS/<task> --metric METRIC --out OUT/<task>_depth`: rows = encoding x
     needle location, columns = context length, mean over seeds; returns its Markdown lines."""
@@ -519,6 +615,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--summarise", action="store_true", help="only write tables and figures")
     parser.add_argument(
+        "--sizes", nargs="+", default=None, metavar="RUNS",
+        help="with --summarise: one run folder (or runs.jsonl) per model size; writes sizes.md "
+        "and sizes_<task>.png comparing the sizes at their last rung",
+    )  # fmt: skip
+    parser.add_argument(
         "--out", default=None,
         help="--summarise output (default docs/figures/<experiment>; the ladder: "
         "docs/figures/scale_ladder)",
@@ -550,7 +651,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    summarise(args) if args.summarise else run_grid(args)
+    if args.sizes and not args.summarise:
+        raise SystemExit("scale_ladder: --sizes needs --summarise")
+    if args.summarise:
+        summarise_sizes(args) if args.sizes else summarise(args)
+    else:
+        run_grid(args)
 
 
 if __name__ == "__main__":

@@ -95,3 +95,47 @@ def test_bad_input_is_one_line(capsys):
     assert "unknown encoding 'bogus'" in err and "configs/pe" in err
     with pytest.raises(SystemExit, match="expected KEY=VALUE"):
         ladder.run_config("copy", "nope", 0, None, ["model.lr"])
+
+
+def test_sizes_summary(tmp_path):
+    """--sizes: per size, each encoding's unseen exact match at its LAST rung, averaged over
+    seeds (checked against the mean computed here), and the order by it; fresh random rows."""
+    ladder = load_script()
+    rng = random.Random()
+    lengths = [10, 20, 25, 40]  # train_max_length 20: 25 and 40 are unseen
+    expected = {}  # (size, encoding) -> mean unseen exact match at the last rung
+    sources = []
+    for size, (n_layer, d_model, last) in enumerate([(2, 64, 30), (4, 128, 60)]):
+        rows = []
+        for encoding in ("nope", "alibi"):
+            seeds = []
+            for seed in range(2):
+                em = {str(n): rng.random() for n in lengths}
+                seeds.append((em["25"] + em["40"]) / 2)
+                early = {str(n): 2.0 for n in lengths}  # an earlier rung: must be ignored
+                rows.append({
+                    "task": "copy", "encoding": encoding, "seed": seed, "n_layer": n_layer,
+                    "d_model": d_model, "batch_size": 8, "train_max_length": 20,
+                    "rungs": {str(last // 2): {"metrics": {"exact_match": early,
+                                                           "token_accuracy": early}},
+                              str(last): {"metrics": {"exact_match": em, "token_accuracy": em}}},
+                })  # fmt: skip
+            expected[size, encoding] = sum(seeds) / 2
+        path = tmp_path / f"size{size}.jsonl"
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        sources.append(str(path))
+    out = tmp_path / "out"
+    ladder.main(["--summarise", "--tasks", "copy", "--encodings", "nope", "alibi",
+                 "--sizes", *sources, "--out", str(out)])  # fmt: skip
+    text = (out / "sizes.md").read_text()
+    assert (out / "sizes_copy.png").is_file()
+    assert "| encoding | 2x64, 30 steps | 4x128, 60 steps |" in text
+    for size in range(2):
+        order = sorted(["nope", "alibi"], key=lambda e: -expected[size, e])
+        label = ["2x64, 30 steps", "4x128, 60 steps"][size]
+        assert f"- {label}: " + " > ".join(ladder.LABELS[e] for e in order) in text
+    row = next(line for line in text.splitlines() if line.startswith("| NoPE |"))
+    assert f"{expected[0, 'nope']:.3f} ± " in row.split("|")[2]
+    assert f"{expected[1, 'nope']:.3f} ± " in row.split("|")[3]
+    with pytest.raises(SystemExit, match="--sizes needs --summarise"):
+        ladder.main(["--sizes", *sources])

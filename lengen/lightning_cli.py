@@ -8,6 +8,8 @@ with one line, which lengen/cli.py prints.
 
 from __future__ import annotations
 
+import ast
+import difflib
 import importlib
 import json
 import os
@@ -83,12 +85,77 @@ def one_line_error(message: str) -> str:
         return f"{key}={value} is not accepted: expected {expected}"
     union = re.search(r"Union subtypes\n.*?Errors:\n\s*- ([^\n]+)", message, re.DOTALL)
     if union:  # e.g. trainer.callbacks: the first subtype's error is the constructor's message
+        if keys and UNKNOWN_KEY.match(union.group(1)):  # a class's unknown key: give its path
+            return prefix_unknown_key(union.group(1), nested_key_prefix(keys[0], message))
         return union.group(1)
     lines = [re.sub(r"^- ", "", line.strip()) for line in message.splitlines()]
     line = " ".join(line for line in lines if line.strip(" -"))  # without jsonargparse's bullets
     if line.startswith("unrecognized arguments"):
         line += " (options are spelled in full; `lengen <subcommand> --help` lists them)"
     return line
+
+
+# `unknown_key_line`'s line: key, closest accepted key, level, accepted keys.
+UNKNOWN_KEY = re.compile(
+    r"([\w.]+) is not accepted(?: \(did you mean ([\w.]+)\?\))?"
+    r"(?:; accepted(?: in ([\w.]+))?: (.*))?$"
+)
+
+
+def level_keys(dests: list[str], prefix: str) -> list[str]:
+    """The keys one level below `prefix` ("" or "model.") among a parser's destinations."""
+    names = {dest[len(prefix) :].split(".")[0] for dest in dests if dest.startswith(prefix)}
+    return sorted(name for name in names if name and name != "help" and not name.endswith("help"))
+
+
+def unknown_key_line(key: str, accepted: list[str], close: str | None = None) -> str:
+    """`key` is not accepted, with the closest accepted key at its level (when one is close)
+    and the accepted keys (unless there are many and one is close)."""
+    parent = key.rpartition(".")[0]
+    if close is None:
+        name = key.rpartition(".")[2]
+        matches = difflib.get_close_matches(name, accepted, n=1, cutoff=0.6)
+        close = f"{parent}.{matches[0]}" if parent and matches else (matches or [None])[0]
+    line = f"{key} is not accepted"
+    if close:
+        line += f" (did you mean {close}?)"
+    if accepted and (not close or len(accepted) <= 30):
+        line += f"; accepted{' in ' + parent if parent else ''}: {', '.join(accepted)}"
+    return line
+
+
+def _key_path(value, name: str) -> list[str] | None:
+    """The keys leading to `name` in nested dicts `value` (depth first), None if absent."""
+    if not isinstance(value, dict):
+        return None
+    if name in value:
+        return []
+    for key, inner in value.items():
+        path = _key_path(inner, name)
+        if path is not None:
+            return [str(key), *path]
+    return None
+
+
+def nested_key_prefix(key: str, message: str) -> str:
+    """The path of the unknown key a class's parser reported inside `key`'s union error: found
+    in the given value when it is a dict (a config file's section), else `key.init_args.`."""
+    name = UNKNOWN_KEY.match(re.search(r"Errors:\n\s*- ([^\n]+)", message).group(1)).group(1)
+    given = re.search(r"Given value: (\{.*\})\s*$", message, re.DOTALL)
+    try:
+        path = _key_path(ast.literal_eval(given.group(1)), name) if given else None
+    except (ValueError, SyntaxError):
+        path = None
+    return ".".join([key, *path]) + "." if path is not None else key + ".init_args."
+
+
+def prefix_unknown_key(line: str, prefix: str) -> str:
+    """`unknown_key_line`'s line about a nested parser's key, with the key's path `prefix`
+    (e.g. "data.init_args.") put in front."""
+    key, close, _, accepted = UNKNOWN_KEY.match(line).groups()
+    return unknown_key_line(
+        prefix + key, accepted.split(", ") if accepted else [], close and prefix + close
+    )
 
 
 def plugin_fault_in_chain(error: BaseException | None) -> str | None:
@@ -118,7 +185,32 @@ class LengenArgumentParser(LightningArgumentParser):
 
     def error(self, message: str, ex: Exception | None = None):
         fault = plugin_fault_in_chain(ex)
-        raise UsageError(fault or one_line_error(message))
+        raise UsageError(fault or self.unknown_key(message) or one_line_error(message))
+
+    def unknown_key(self, message: str) -> str | None:
+        """A mistyped key of a config file as one line with the accepted keys at its level
+        (jsonargparse names the key only); None for other messages."""
+        nested = re.fullmatch(r"Option '([\w.]+)' is not accepted", message.strip())
+        if nested:  # a class's parser (data.init_args, an encoding's init_args, ...)
+            dests = [action.dest for action in self._actions]
+            return unknown_key_line(nested.group(1), level_keys(dests, ""))
+        top = re.fullmatch(r"Subcommand '(\w+)' does not accept option '([\w.]+)'", message.strip())
+        subcommands = getattr(self, "_subcommands_action", None)
+        if top and subcommands is not None:
+            parser = subcommands._name_parser_map.get(top.group(1))
+            if parser is None:
+                return None
+            dests = [action.dest for action in parser._actions]
+            parts = top.group(2).split(".")
+            depth = 1  # the first component of the key that is unknown at its level
+            while depth < len(parts) and level_keys(dests, ".".join(parts[:depth]) + "."):
+                depth += 1
+            while depth > 1 and not level_keys(dests, ".".join(parts[: depth - 1]) + "."):
+                depth -= 1
+            parent = ".".join(parts[: depth - 1])
+            key = ".".join(parts[:depth])
+            return unknown_key_line(key, level_keys(dests, parent + "." if parent else ""))
+        return None
 
 
 # Gradient clipping (by global norm) unless the config says otherwise; `null` turns it off.

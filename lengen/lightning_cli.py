@@ -294,16 +294,19 @@ class LengenCLI(LightningCLI):
         super().parse_arguments(parser, args)
 
     def _use_training_config(self) -> None:
-        """Test what was trained: validate/test/predict with a checkpoint take the model section
-        of the checkpoint's training config (lengen/provenance.py `training_config`), then this
-        command line's `--model...` arguments again. The test command's config files no longer
-        choose the model (what they said differently is printed); an encoding class change on the
-        command line must be a context extension (`check_encoding_change`)."""
+        """Test what was trained: validate/test/predict with a checkpoint start from the model
+        section of the checkpoint's training config (lengen/provenance.py `training_config`);
+        the command's config files and `--model...` options then apply on top of it, in their
+        order, exactly alike. What they may change is evaluation-time: the encoding as a
+        context extension or a wrapper (`check_encoding_change`), its evaluation arguments, the
+        attention backend, the metrics. A training-time architecture value different from the
+        trained one is refused in one line (`check_architecture`); training-only values (lr,
+        warmup, ...) keep the trained ones, and one line names those given differently."""
         config = self.config[self.subcommand]
         if self.subcommand not in ("validate", "test", "predict") or not config.ckpt_path:
             return
-        if self._command_line is None:  # args given as a dict: nothing to re-apply
-            return
+        if self._command_line is None or self.subcommand not in self._command_line:
+            return  # args given as a dict: nothing to re-apply
         if not Path(config.ckpt_path).is_file():  # reported by lengen/checks.py
             return
         trained, source = training_config(config.ckpt_path)
@@ -314,31 +317,51 @@ class LengenCLI(LightningCLI):
             )
             return
         trained_model = {k: v for k, v in trained["model"].items() if k not in EVALUATION_KEYS}
+        at = self._command_line.index(self.subcommand) + 1
+        given = given_model_keys(self._command_line[at:])
+        argv = [
+            *self._command_line[:at],
+            "--model=" + json.dumps(trained_model),
+            *self._command_line[at:],
+        ]
         parser = self._subcommand_parsers[self.subcommand]
-        before = yaml.safe_load(parser.dump(config, skip_validation=True))["model"]
-        rest, model_args = split_model_args(self._command_line)
-        argv = [*rest, "--model=" + json.dumps(trained_model), *model_args]
         config.model = self.parser.parse_args(argv)[self.subcommand].model
         after = yaml.safe_load(parser.dump(config, skip_validation=True))["model"]
         trained_encoding = trained_model.get("pos_encoding")
-        if wraps_trained_encoding(trained_encoding, after.get("pos_encoding"), model_args):
+        if wraps_trained_encoding(trained_encoding, after.get("pos_encoding"), list(given)):
             # A wrapper around what was trained (SelfExtend around RoPE, ...): the wrapped
             # encoding is the trained one, with its training arguments, not the class defaults.
             argv.append("--model.pos_encoding.init_args.encoding=" + json.dumps(trained_encoding))
             config.model = self.parser.parse_args(argv)[self.subcommand].model
             after = yaml.safe_load(parser.dump(config, skip_validation=True))["model"]
             print("lengen: the wrapper's encoding is the trained one, with its training arguments")
-        check_encoding_change(trained_encoding, after.get("pos_encoding"))
-        print(f"lengen: model from the training config {source}")
-        unused = [
+        if not trained_model.get("hf_checkpoint"):  # else the folder decides the architecture
+            check_architecture(config.ckpt_path, trained_model, after, given)
+        check_encoding_change(
+            trained_encoding, after.get("pos_encoding"), given_source(given, "pos_encoding")
+        )
+        not_used = []
+        for key in TRAINING_ONLY_KEYS:  # the trained values: they describe the tested model
+            if key not in trained_model:
+                continue
+            if key in given and after.get(key) != trained_model[key]:
+                not_used.append(f"{key}={after.get(key)} (trained: {trained_model[key]})")
+            setattr(config.model, key, trained_model[key])
+        after = yaml.safe_load(parser.dump(config, skip_validation=True))["model"]
+        changed = [
             f"{key.removesuffix('.class_path')}={str(value).rsplit('.', 1)[-1]}"
             if key.endswith("class_path")
             else f"{key}={value}"
-            for key, value in flatten(before).items()
-            if key.split(".")[0] not in EVALUATION_KEYS and flatten(after).get(key) != value
+            for key, value in flatten(after).items()
+            if key.split(".")[0] not in EVALUATION_KEYS and flatten(trained_model).get(key) != value
         ]
-        if unused:
-            print(f"lengen: not used from this command's config files: {', '.join(unused)}")
+        changes = f"; changed by this command: {', '.join(changed)}" if changed else ""
+        print(f"lengen: model from the training config {source}{changes}")
+        if not_used:
+            print(
+                "lengen: training-only settings, not used by "
+                f"{self.subcommand}: {', '.join(not_used)}"
+            )
 
     def before_instantiate_classes(self) -> None:
         parser = self._subcommand_parsers[self.subcommand] if self.subcommand else self.parser
@@ -377,6 +400,75 @@ class LengenCLI(LightningCLI):
             check_run(self.model, self.datamodule, self.subcommand, ckpt_path)
         except ValueError as error:  # the checks' messages are one line already
             raise UsageError(str(error)) from error
+
+
+# Model settings that only training reads: a test keeps the trained values.
+TRAINING_ONLY_KEYS = ("lr", "weight_decay", "warmup_steps", "min_lr_ratio", "dropout")
+# Training-time architecture (besides the encoding): it comes from the checkpoint.
+ARCHITECTURE_KEYS = (
+    "n_layer", "n_head", "d_model", "d_mlp", "tie_embeddings", "norm", "mlp", "bias", "norm_eps",
+)  # fmt: skip
+
+
+def _model_section(config_arg: str) -> dict:
+    """The `model` section of a `--config` value (a file, or YAML text as jsonargparse allows)."""
+    try:
+        path = Path(config_arg)
+        loaded = yaml.safe_load(path.read_text() if path.is_file() else config_arg)
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}
+    model = loaded.get("model") if isinstance(loaded, dict) else None
+    return model if isinstance(model, dict) else {}
+
+
+def given_model_keys(argv: list[str]) -> dict[str, str]:
+    """{flattened model key: where it is given, a config file or `--model.KEY`} for the model
+    settings that the config files and --model options of `argv` (after the subcommand) give;
+    a later one wins, as when parsing."""
+    given: dict[str, str] = {}
+    index = 0
+    while index < len(argv):
+        name, has_value, value = argv[index].partition("=")
+        if not has_value and index + 1 < len(argv) and not argv[index + 1].startswith("--"):
+            value = argv[index + 1]
+        if name in ("--config", "-c"):
+            for key in flatten(_model_section(value)):
+                given[key] = value
+        elif name == "--model":
+            for key in flatten(_model_section(f"model: {value}")):
+                given[key] = name
+        elif name.startswith("--model."):
+            given[name.removeprefix("--model.").removesuffix("+")] = name
+        index += 1
+    return given
+
+
+def given_source(given: dict[str, str], key: str) -> str | None:
+    """Where the last setting of model `key` (or of one below it) is given; None if nowhere."""
+    sources = [source for name, source in given.items() if name.split(".")[0] == key]
+    return sources[-1] if sources else None
+
+
+def check_architecture(ckpt_path: str, trained: dict, tested: dict, given: dict) -> None:
+    """UsageError naming every training-time architecture value this command gives that differs
+    from the trained one (with where it is given)."""
+    keys = [
+        key
+        for key in ARCHITECTURE_KEYS
+        if key in trained and given_source(given, key) and tested.get(key) != trained[key]
+    ]
+    if keys:
+        differing = ", ".join(
+            f"{key}={trained[key]} (this model: {tested.get(key)}) given by "
+            f"{given_source(given, key)}"
+            for key in keys
+        )
+        flags = " ".join(f"--model.{key} {json.dumps(trained[key])}" for key in keys)
+        raise UsageError(
+            f"--ckpt_path {ckpt_path} was trained with another model size or architecture: "
+            f"{differing}; the architecture comes from the checkpoint: leave these out of this "
+            f"command's config files and --model options, or give the trained values ({flags})"
+        )
 
 
 def split_model_args(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -439,22 +531,25 @@ def wraps_trained_encoding(trained_spec, tested_spec, model_args: list[str]) -> 
     return not any("pos_encoding.init_args.encoding.init_args" in arg for arg in model_args)
 
 
-def check_encoding_change(trained_spec, tested_spec) -> None:
+def check_encoding_change(trained_spec, tested_spec, source: str | None = None) -> None:
     """UsageError unless the tested encoding is the trained one, a context extension of it, or a
-    wrapper around it (`init_args.encoding`, e.g. SelfExtend around RoPE)."""
+    wrapper around it (`init_args.encoding`, e.g. SelfExtend around RoPE); `source`: where the
+    tested encoding is given (a config file or an option), named in the error."""
     trained, tested = _encoding_class(trained_spec), _encoding_class(tested_spec)
     if trained is None or tested is None or trained is tested:
         return
     if _encoding_class(_wrapped_spec(tested_spec)) is trained:
         return  # a wrapper around what was trained (Self-Extend, ReRoPE, ... around RoPE)
     if not is_context_extension(trained, tested):
+        given = f" (given by {source})" if source else ""
         raise UsageError(
             f"the checkpoint was trained with {trained.__name__}; testing it with "
             f"{tested.__name__} is not a context extension (allowed: another encoding of the "
             "same family with schedulable values, e.g. RoPE -> RoPELinear, RoPENTK, YaRN, XPos; "
             "or a wrapper given the trained encoding, e.g. --model.pos_encoding SelfExtend "
             "--model.pos_encoding.init_args.encoding RoPE); "
-            "leave out --model.pos_encoding to test what was trained"
+            f"leave model.pos_encoding{given} out of this command's config files and --model "
+            "options to test what was trained"
         )
 
 

@@ -410,13 +410,18 @@ ARCHITECTURE_KEYS = (
 )  # fmt: skip
 
 
+def _yaml_value(value: str):
+    """A config value as jsonargparse reads it: a file's contents, or YAML (JSON) text."""
+    try:
+        path = Path(value)
+        return yaml.safe_load(path.read_text() if path.is_file() else value)
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+
+
 def _model_section(config_arg: str) -> dict:
     """The `model` section of a `--config` value (a file, or YAML text as jsonargparse allows)."""
-    try:
-        path = Path(config_arg)
-        loaded = yaml.safe_load(path.read_text() if path.is_file() else config_arg)
-    except (OSError, ValueError, yaml.YAMLError):
-        return {}
+    loaded = _yaml_value(config_arg)
     model = loaded.get("model") if isinstance(loaded, dict) else None
     return model if isinstance(model, dict) else {}
 
@@ -434,8 +439,9 @@ def given_model_keys(argv: list[str]) -> dict[str, str]:
         if name in ("--config", "-c"):
             for key in flatten(_model_section(value)):
                 given[key] = value
-        elif name == "--model":
-            for key in flatten(_model_section(f"model: {value}")):
+        elif name == "--model":  # the model section as a file or YAML text
+            section = _yaml_value(value)
+            for key in flatten(section if isinstance(section, dict) else {}):
                 given[key] = name
         elif name.startswith("--model."):
             given[name.removeprefix("--model.").removesuffix("+")] = name
@@ -469,20 +475,6 @@ def check_architecture(ckpt_path: str, trained: dict, tested: dict, given: dict)
             f"{differing}; the architecture comes from the checkpoint: leave these out of this "
             f"command's config files and --model options, or give the trained values ({flags})"
         )
-
-
-def split_model_args(argv: list[str]) -> tuple[list[str], list[str]]:
-    """(other arguments, `--model...` arguments with their values), each in the given order."""
-    rest, model = [], []
-    index = 0
-    while index < len(argv):
-        arg = argv[index]
-        is_model = arg == "--model" or arg.startswith(("--model.", "--model="))
-        takes_value = not arg.startswith("--") or "=" not in arg
-        width = 2 if arg.startswith("--") and takes_value and index + 1 < len(argv) else 1
-        (model if is_model else rest).extend(argv[index : index + width])
-        index += width
-    return rest, model
 
 
 def _encoding_class(spec) -> type | None:

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from lengen.cli import main
+from lengen.lightning_cli import given_model_keys
 
 # In-process runs see pytest's own sys.argv, which LightningCLI warns about.
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
@@ -197,6 +198,22 @@ def test_an_encoding_that_is_no_context_extension_is_refused_from_a_config_file(
                     "--ckpt_path", str(checkpoint)], capsys)  # fmt: skip
     assert "trained with RoPE; testing it with ALiBi is not a context extension" in line
     assert f"leave model.pos_encoding (given by {QUICKSTART}) out" in line
+
+
+def test_given_model_keys_reads_config_files_and_options_in_order(tmp_path):
+    a = write(tmp_path / "a.yaml", {"model": {"n_layer": 2, "pos_encoding": "ALiBi"}, "data": {}})
+    m = write(tmp_path / "m.yaml", {"lr": 0.1})
+    argv = ["--config", a, "--model.n_layer=1", "--ckpt_path", "last", "--model", m,
+            "-c", "{model: {pos_encoding: {class_path: RoPE, init_args: {base: 5}}}}",
+            "--model.metrics+=ExactMatch"]  # fmt: skip
+    assert given_model_keys(argv) == {
+        "n_layer": "--model.n_layer",
+        "pos_encoding": a,  # the shorthand; later keys below it come from the -c text
+        "lr": "--model",
+        "pos_encoding.class_path": argv[8],
+        "pos_encoding.init_args.base": argv[8],
+        "metrics": "--model.metrics+",
+    }
 
 
 # A mistyped key in a config file -> (full key, did-you-mean, accepted keys at its level or None).

@@ -16,7 +16,7 @@ import yaml
 from cli_run import lengen
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lengen.cli import is_context_extension, split_model_args
+from lengen.cli import is_context_extension
 from lengen.plugins import discover_all
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,14 +130,6 @@ def encoding(name: str) -> type:
 )
 def test_context_extension_pairs(trained, tested, allowed):
     assert is_context_extension(encoding(trained), encoding(tested)) is allowed
-
-
-def test_split_model_args_keeps_values_with_their_flags():
-    argv = ["test", "--config", "a.yaml", "--model.lr=0.1", "--model.pos_encoding", "RoPE",
-            "--ckpt_path", "last", "--model", "m.yaml"]  # fmt: skip
-    rest, model = split_model_args(argv)
-    assert rest == ["test", "--config", "a.yaml", "--ckpt_path", "last"]
-    assert model == ["--model.lr=0.1", "--model.pos_encoding", "RoPE", "--model", "m.yaml"]
 
 
 def git_describe() -> str | None:

@@ -286,7 +286,8 @@ class LengenCLI(LightningCLI):
         """
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        """Keep the command line as given: `_use_training_config` re-applies its `--model.*`."""
+        """Keep the command line as given: `_use_training_config` parses it again on top of the
+        trained model (its config files and `--model...` options alike)."""
         if args is None:
             self._command_line = sys.argv[1:]
         else:
@@ -306,7 +307,7 @@ class LengenCLI(LightningCLI):
         if self.subcommand not in ("validate", "test", "predict") or not config.ckpt_path:
             return
         if self._command_line is None or self.subcommand not in self._command_line:
-            return  # args given as a dict: nothing to re-apply
+            return  # args given as a dict (or no subcommand found): nothing to re-apply
         if not Path(config.ckpt_path).is_file():  # reported by lengen/checks.py
             return
         trained, source = training_config(config.ckpt_path)
@@ -512,15 +513,16 @@ def _wrapped_spec(spec):
     return (spec.get("init_args") or {}).get("encoding")
 
 
-def wraps_trained_encoding(trained_spec, tested_spec, model_args: list[str]) -> bool:
+def wraps_trained_encoding(trained_spec, tested_spec, given_keys: list[str]) -> bool:
     """True when the tested encoding is a wrapper (e.g. SelfExtend) around the trained encoding's
-    class and the command line gives the wrapped encoding no arguments of its own."""
+    class and the command (`given_keys`: its model keys, `given_model_keys`) gives the wrapped
+    encoding no arguments of its own."""
     trained, tested = _encoding_class(trained_spec), _encoding_class(tested_spec)
     if trained is None or tested is trained:
         return False
     if _encoding_class(_wrapped_spec(tested_spec)) is not trained:
         return False
-    return not any("pos_encoding.init_args.encoding.init_args" in arg for arg in model_args)
+    return not any("pos_encoding.init_args.encoding.init_args" in key for key in given_keys)
 
 
 def check_encoding_change(trained_spec, tested_spec, source: str | None = None) -> None:

@@ -80,7 +80,7 @@ def checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-def test_checkpoint(root: Path, checkpoint: Path, *args: str) -> dict:
+def run_test(root: Path, checkpoint: Path, *args: str) -> dict:
     """`lengen test` of `checkpoint` with the quickstart, the trained sizes and `args`; its
     results.json."""
     root.mkdir(exist_ok=True)
@@ -89,9 +89,6 @@ def test_checkpoint(root: Path, checkpoint: Path, *args: str) -> dict:
           "--ckpt_path", str(checkpoint)])  # fmt: skip
     (path,) = root.rglob("results.json")
     return json.loads(path.read_text())
-
-
-test_checkpoint.__test__ = False  # a helper, not a test
 
 
 def refused(args: list[str], capsys) -> str:
@@ -116,11 +113,11 @@ SELF_EXTEND = {
 
 
 def test_a_wrapper_in_a_config_file_is_tested_as_on_the_command_line(checkpoint, tmp_path, capsys):
-    from_file = test_checkpoint(
+    from_file = run_test(
         tmp_path / "file", checkpoint, *model_file(tmp_path, "self_extend.yaml", SELF_EXTEND)
     )
     out = capsys.readouterr().out
-    from_options = test_checkpoint(tmp_path / "options", checkpoint, *as_options(SELF_EXTEND))
+    from_options = run_test(tmp_path / "options", checkpoint, *as_options(SELF_EXTEND))
     encoding = from_file["config"]["model"]["pos_encoding"]
     assert encoding["class_path"].endswith(".SelfExtend"), encoding
     assert encoding["init_args"]["window"] == 4 and encoding["init_args"]["group_size"] == 2
@@ -142,9 +139,7 @@ def test_training_only_settings_are_named_only_when_given_differently(checkpoint
     """The quickstart's lr 0.003 and warmup 100 are given and differ from the trained 0.01 and
     2: named as training-only. The trained values stay in the tested model's config."""
     trained_rope = {"pos_encoding": {"class_path": "RoPE", "init_args": {"base": 500.0}}}
-    results = test_checkpoint(
-        tmp_path, checkpoint, *model_file(tmp_path, "rope.yaml", trained_rope)
-    )
+    results = run_test(tmp_path, checkpoint, *model_file(tmp_path, "rope.yaml", trained_rope))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("lengen:")]
     (line,) = [line for line in lines if "training-only" in line]
     assert line == (

@@ -6,9 +6,8 @@ num_attention_heads and no sliding-window attention. They map onto lengen's `nor
 mlp=swiglu` decoder exactly:
 - q, k, v projections are concatenated into `qkv` (Phi-3's fused `qkv_proj` is split into them
   first, and its fused `gate_up_proj` into gate and up halves); grouped-query (fewer key/value
-  heads) is
-  expanded by repeating each key/value head for its group of query heads, as transformers'
-  `repeat_kv` does, so the computation is unchanged (the weights take more memory);
+  heads) is expanded by repeating each key/value head for its group of query heads, as
+  transformers' `repeat_kv` does, so the computation is unchanged (the weights take more memory);
 - any linear bias (Qwen2's q, k, v; Llama's attention_bias / mlp_bias) turns `bias` on; linears
   without one in the checkpoint get zero biases (adding zero is exact);
 - rms_norm_eps becomes `norm_eps`; tie_word_embeddings becomes `tie_embeddings`.

@@ -1,21 +1,23 @@
 """`--model.hf_checkpoint DIR`: a `transformers` Llama-family checkpoint loaded into lengen.
 
-Accepted: `LlamaForCausalLM`, `Qwen2ForCausalLM` and `MistralForCausalLM` folders (config.json and
-weights) with SiLU gated MLPs, head_dim = hidden_size / num_attention_heads and no sliding-window
-attention. They map onto lengen's `norm=rmsnorm, mlp=swiglu` decoder exactly:
-- q, k, v projections are concatenated into `qkv`; grouped-query (fewer key/value heads) is
-  expanded by repeating each key/value head for its group of query heads, as transformers'
-  `repeat_kv` does, so the computation is unchanged (the weights take more memory);
+Accepted: `LlamaForCausalLM`, `Qwen2ForCausalLM`, `MistralForCausalLM` and `Phi3ForCausalLM`
+folders (config.json and weights) with SiLU gated MLPs, head_dim = hidden_size /
+num_attention_heads and no sliding-window attention. They map onto lengen's `norm=rmsnorm,
+mlp=swiglu` decoder exactly:
+- q, k, v projections are concatenated into `qkv` (Phi-3's fused `qkv_proj` is split into them
+  first, and its fused `gate_up_proj` into gate and up halves); grouped-query (fewer key/value
+  heads) is expanded by repeating each key/value head for its group of query heads, as
+  transformers' `repeat_kv` does, so the computation is unchanged (the weights take more memory);
 - any linear bias (Qwen2's q, k, v; Llama's attention_bias / mlp_bias) turns `bias` on; linears
   without one in the checkpoint get zero biases (adding zero is exact);
 - rms_norm_eps becomes `norm_eps`; tie_word_embeddings becomes `tie_embeddings`.
 
 The positional encoding is, by default, the lengen encoding equal to the checkpoint's rope
 parameters (`encoding_from_config`): rope_type default -> RoPE, linear -> RoPELinear (Position
-Interpolation), dynamic -> RoPEDynamicNTK, yarn -> YaRN, llama3 -> RoPELlama3, with rope_theta as
-`base` and the factor as `scale`. An encoding given on the command line replaces it (one line says
-so), so a RoPE model can be evaluated or fine-tuned under any RoPE scaling. Rope types without a
-lengen equivalent (longrope, partial rotary dims, ...) are refused in one line.
+Interpolation), dynamic -> RoPEDynamicNTK, yarn -> YaRN, llama3 -> RoPELlama3, longrope -> LongRoPE
+(Phi-3's), with rope_theta as `base` and the factor as `scale`. An encoding given on the command
+line replaces it (one line says so), so a RoPE model can be evaluated or fine-tuned under any RoPE
+scaling. Ropes without a lengen equivalent (partial rotary dims, ...) are refused in one line.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ import torch
 from lengen.model import Decoder
 from lengen.positional import PositionalEncoding
 
-MODEL_TYPES = ("llama", "qwen2", "mistral")
-ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")  # those lengen computes exactly
+MODEL_TYPES = ("llama", "qwen2", "mistral", "phi3")
+# Those lengen computes exactly.
+ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3", "longrope")
 
 
 def _config(folder: str):
@@ -158,6 +161,23 @@ def encoding_from_config(folder: str) -> tuple[PositionalEncoding, dict]:
         )
         if attention_factor is not None:
             arguments["attention_factor"] = float(attention_factor)
+    elif rope_type == "longrope":  # transformers' `_compute_longrope_parameters`
+        encoding_name = "LongRoPE"
+        # Phi-3 keeps its pretrained length outside the rope parameters; it wins, as there.
+        original = int(
+            getattr(config, "original_max_position_embeddings", None)
+            or rope.get("original_max_position_embeddings")
+            or config.max_position_embeddings
+        )
+        factor = rope.get("factor") or config.max_position_embeddings / original
+        arguments.update(
+            short_factor=[float(value) for value in rope["short_factor"]],
+            long_factor=[float(value) for value in rope["long_factor"]],
+            original_max_length=original,
+            scale=float(max(factor, 1.0)),  # LongRoPE: a factor <= 1 means no attention factor
+        )
+        if rope.get("attention_factor") is not None:
+            arguments["attention_factor"] = float(rope["attention_factor"])
     else:  # llama3
         encoding_name = "RoPELlama3"
         arguments.update(
@@ -245,16 +265,23 @@ def load_hf_weights(decoder: Decoder, folder: str) -> str:
         attn, mlp = hf + "self_attn.", hf + "mlp."
         d_model, d_mlp = block.attn.proj.in_features, block.mlp.up.out_features
         kv_size = d_model // n_head * n_kv
-        q, k, v = (source[attn + f"{name}_proj.weight"] for name in "qkv")
+        if attn + "qkv_proj.weight" in source:  # Phi-3: rows q (C), k, v (kv_size each)
+            q, k, v = source[attn + "qkv_proj.weight"].split((d_model, kv_size, kv_size))
+        else:
+            q, k, v = (source[attn + f"{name}_proj.weight"] for name in "qkv")
         k, v = _repeat_heads(k, n_kv, n_head), _repeat_heads(v, n_kv, n_head)
+        if mlp + "gate_up_proj.weight" in source:  # Phi-3: rows gate (d_mlp), then up (d_mlp)
+            gate, up = source[mlp + "gate_up_proj.weight"].chunk(2)
+        else:
+            gate, up = source[mlp + "gate_proj.weight"], source[mlp + "up_proj.weight"]
         ours = f"blocks.{i}."
         target.update({
             ours + "ln_attn.weight": source[hf + "input_layernorm.weight"],
             ours + "ln_mlp.weight": source[hf + "post_attention_layernorm.weight"],
             ours + "attn.qkv.weight": torch.cat((q, k, v)),  # (3C, C)
             ours + "attn.proj.weight": source[attn + "o_proj.weight"],
-            ours + "mlp.gate.weight": source[mlp + "gate_proj.weight"],
-            ours + "mlp.up.weight": source[mlp + "up_proj.weight"],
+            ours + "mlp.gate.weight": gate,
+            ours + "mlp.up.weight": up,
             ours + "mlp.down.weight": source[mlp + "down_proj.weight"],
         })  # fmt: skip
         if block.attn.qkv.bias is not None:

@@ -8,6 +8,8 @@ with one line, which lengen/cli.py prints.
 
 from __future__ import annotations
 
+import ast
+import difflib
 import importlib
 import json
 import os
@@ -83,12 +85,77 @@ def one_line_error(message: str) -> str:
         return f"{key}={value} is not accepted: expected {expected}"
     union = re.search(r"Union subtypes\n.*?Errors:\n\s*- ([^\n]+)", message, re.DOTALL)
     if union:  # e.g. trainer.callbacks: the first subtype's error is the constructor's message
+        if keys and UNKNOWN_KEY.match(union.group(1)):  # a class's unknown key: give its path
+            return prefix_unknown_key(union.group(1), nested_key_prefix(keys[0], message))
         return union.group(1)
     lines = [re.sub(r"^- ", "", line.strip()) for line in message.splitlines()]
     line = " ".join(line for line in lines if line.strip(" -"))  # without jsonargparse's bullets
     if line.startswith("unrecognized arguments"):
         line += " (options are spelled in full; `lengen <subcommand> --help` lists them)"
     return line
+
+
+# `unknown_key_line`'s line: key, closest accepted key, level, accepted keys.
+UNKNOWN_KEY = re.compile(
+    r"([\w.]+) is not accepted(?: \(did you mean ([\w.]+)\?\))?"
+    r"(?:; accepted(?: in ([\w.]+))?: (.*))?$"
+)
+
+
+def level_keys(dests: list[str], prefix: str) -> list[str]:
+    """The keys one level below `prefix` ("" or "model.") among a parser's destinations."""
+    names = {dest[len(prefix) :].split(".")[0] for dest in dests if dest.startswith(prefix)}
+    return sorted(name for name in names if name and name != "help" and not name.endswith("help"))
+
+
+def unknown_key_line(key: str, accepted: list[str], close: str | None = None) -> str:
+    """`key` is not accepted, with the closest accepted key at its level (when one is close)
+    and the accepted keys (unless there are many and one is close)."""
+    parent = key.rpartition(".")[0]
+    if close is None:
+        name = key.rpartition(".")[2]
+        matches = difflib.get_close_matches(name, accepted, n=1, cutoff=0.6)
+        close = f"{parent}.{matches[0]}" if parent and matches else (matches or [None])[0]
+    line = f"{key} is not accepted"
+    if close:
+        line += f" (did you mean {close}?)"
+    if accepted and (not close or len(accepted) <= 30):
+        line += f"; accepted{' in ' + parent if parent else ''}: {', '.join(accepted)}"
+    return line
+
+
+def _key_path(value, name: str) -> list[str] | None:
+    """The keys leading to `name` in nested dicts `value` (depth first), None if absent."""
+    if not isinstance(value, dict):
+        return None
+    if name in value:
+        return []
+    for key, inner in value.items():
+        path = _key_path(inner, name)
+        if path is not None:
+            return [str(key), *path]
+    return None
+
+
+def nested_key_prefix(key: str, message: str) -> str:
+    """The path of the unknown key a class's parser reported inside `key`'s union error: found
+    in the given value when it is a dict (a config file's section), else `key.init_args.`."""
+    name = UNKNOWN_KEY.match(re.search(r"Errors:\n\s*- ([^\n]+)", message).group(1)).group(1)
+    given = re.search(r"Given value: (\{.*\})\s*$", message, re.DOTALL)
+    try:
+        path = _key_path(ast.literal_eval(given.group(1)), name) if given else None
+    except (ValueError, SyntaxError):
+        path = None
+    return ".".join([key, *path]) + "." if path is not None else key + ".init_args."
+
+
+def prefix_unknown_key(line: str, prefix: str) -> str:
+    """`unknown_key_line`'s line about a nested parser's key, with the key's path `prefix`
+    (e.g. "data.init_args.") put in front."""
+    key, close, _, accepted = UNKNOWN_KEY.match(line).groups()
+    return unknown_key_line(
+        prefix + key, accepted.split(", ") if accepted else [], close and prefix + close
+    )
 
 
 def plugin_fault_in_chain(error: BaseException | None) -> str | None:
@@ -118,7 +185,32 @@ class LengenArgumentParser(LightningArgumentParser):
 
     def error(self, message: str, ex: Exception | None = None):
         fault = plugin_fault_in_chain(ex)
-        raise UsageError(fault or one_line_error(message))
+        raise UsageError(fault or self.unknown_key(message) or one_line_error(message))
+
+    def unknown_key(self, message: str) -> str | None:
+        """A mistyped key of a config file as one line with the accepted keys at its level
+        (jsonargparse names the key only); None for other messages."""
+        nested = re.fullmatch(r"Option '([\w.]+)' is not accepted", message.strip())
+        if nested:  # a class's parser (data.init_args, an encoding's init_args, ...)
+            dests = [action.dest for action in self._actions]
+            return unknown_key_line(nested.group(1), level_keys(dests, ""))
+        top = re.fullmatch(r"Subcommand '(\w+)' does not accept option '([\w.]+)'", message.strip())
+        subcommands = getattr(self, "_subcommands_action", None)
+        if top and subcommands is not None:
+            parser = subcommands._name_parser_map.get(top.group(1))
+            if parser is None:
+                return None
+            dests = [action.dest for action in parser._actions]
+            parts = top.group(2).split(".")
+            depth = 1  # the first component of the key that is unknown at its level
+            while depth < len(parts) and level_keys(dests, ".".join(parts[:depth]) + "."):
+                depth += 1
+            while depth > 1 and not level_keys(dests, ".".join(parts[: depth - 1]) + "."):
+                depth -= 1
+            parent = ".".join(parts[: depth - 1])
+            key = ".".join(parts[:depth])
+            return unknown_key_line(key, level_keys(dests, parent + "." if parent else ""))
+        return None
 
 
 # Gradient clipping (by global norm) unless the config says otherwise; `null` turns it off.
@@ -194,7 +286,8 @@ class LengenCLI(LightningCLI):
         """
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        """Keep the command line as given: `_use_training_config` re-applies its `--model.*`."""
+        """Keep the command line as given: `_use_training_config` parses it again on top of the
+        trained model (its config files and `--model...` options alike)."""
         if args is None:
             self._command_line = sys.argv[1:]
         else:
@@ -202,16 +295,19 @@ class LengenCLI(LightningCLI):
         super().parse_arguments(parser, args)
 
     def _use_training_config(self) -> None:
-        """Test what was trained: validate/test/predict with a checkpoint take the model section
-        of the checkpoint's training config (lengen/provenance.py `training_config`), then this
-        command line's `--model...` arguments again. The test command's config files no longer
-        choose the model (what they said differently is printed); an encoding class change on the
-        command line must be a context extension (`check_encoding_change`)."""
+        """Test what was trained: validate/test/predict with a checkpoint start from the model
+        section of the checkpoint's training config (lengen/provenance.py `training_config`);
+        the command's config files and `--model...` options then apply on top of it, in their
+        order, exactly alike. What they may change is evaluation-time: the encoding as a
+        context extension or a wrapper (`check_encoding_change`), its evaluation arguments, the
+        attention backend, the metrics. A training-time architecture value different from the
+        trained one is refused in one line (`check_architecture`); training-only values (lr,
+        warmup, ...) keep the trained ones, and one line names those given differently."""
         config = self.config[self.subcommand]
         if self.subcommand not in ("validate", "test", "predict") or not config.ckpt_path:
             return
-        if self._command_line is None:  # args given as a dict: nothing to re-apply
-            return
+        if self._command_line is None or self.subcommand not in self._command_line:
+            return  # args given as a dict (or no subcommand found): nothing to re-apply
         if not Path(config.ckpt_path).is_file():  # reported by lengen/checks.py
             return
         trained, source = training_config(config.ckpt_path)
@@ -222,31 +318,51 @@ class LengenCLI(LightningCLI):
             )
             return
         trained_model = {k: v for k, v in trained["model"].items() if k not in EVALUATION_KEYS}
+        at = self._command_line.index(self.subcommand) + 1
+        given = given_model_keys(self._command_line[at:])
+        argv = [
+            *self._command_line[:at],
+            "--model=" + json.dumps(trained_model),
+            *self._command_line[at:],
+        ]
         parser = self._subcommand_parsers[self.subcommand]
-        before = yaml.safe_load(parser.dump(config, skip_validation=True))["model"]
-        rest, model_args = split_model_args(self._command_line)
-        argv = [*rest, "--model=" + json.dumps(trained_model), *model_args]
         config.model = self.parser.parse_args(argv)[self.subcommand].model
         after = yaml.safe_load(parser.dump(config, skip_validation=True))["model"]
         trained_encoding = trained_model.get("pos_encoding")
-        if wraps_trained_encoding(trained_encoding, after.get("pos_encoding"), model_args):
+        if wraps_trained_encoding(trained_encoding, after.get("pos_encoding"), list(given)):
             # A wrapper around what was trained (SelfExtend around RoPE, ...): the wrapped
             # encoding is the trained one, with its training arguments, not the class defaults.
             argv.append("--model.pos_encoding.init_args.encoding=" + json.dumps(trained_encoding))
             config.model = self.parser.parse_args(argv)[self.subcommand].model
             after = yaml.safe_load(parser.dump(config, skip_validation=True))["model"]
             print("lengen: the wrapper's encoding is the trained one, with its training arguments")
-        check_encoding_change(trained_encoding, after.get("pos_encoding"))
-        print(f"lengen: model from the training config {source}")
-        unused = [
+        if not trained_model.get("hf_checkpoint"):  # else the folder decides the architecture
+            check_architecture(config.ckpt_path, trained_model, after, given)
+        check_encoding_change(
+            trained_encoding, after.get("pos_encoding"), given_source(given, "pos_encoding")
+        )
+        not_used = []
+        for key in TRAINING_ONLY_KEYS:  # the trained values: they describe the tested model
+            if key not in trained_model:
+                continue
+            if key in given and after.get(key) != trained_model[key]:
+                not_used.append(f"{key}={after.get(key)} (trained: {trained_model[key]})")
+            setattr(config.model, key, trained_model[key])
+        after = yaml.safe_load(parser.dump(config, skip_validation=True))["model"]
+        changed = [
             f"{key.removesuffix('.class_path')}={str(value).rsplit('.', 1)[-1]}"
             if key.endswith("class_path")
             else f"{key}={value}"
-            for key, value in flatten(before).items()
-            if key.split(".")[0] not in EVALUATION_KEYS and flatten(after).get(key) != value
+            for key, value in flatten(after).items()
+            if key.split(".")[0] not in EVALUATION_KEYS and flatten(trained_model).get(key) != value
         ]
-        if unused:
-            print(f"lengen: not used from this command's config files: {', '.join(unused)}")
+        changes = f"; changed by this command: {', '.join(changed)}" if changed else ""
+        print(f"lengen: model from the training config {source}{changes}")
+        if not_used:
+            print(
+                "lengen: training-only settings, not used by "
+                f"{self.subcommand}: {', '.join(not_used)}"
+            )
 
     def before_instantiate_classes(self) -> None:
         parser = self._subcommand_parsers[self.subcommand] if self.subcommand else self.parser
@@ -287,18 +403,79 @@ class LengenCLI(LightningCLI):
             raise UsageError(str(error)) from error
 
 
-def split_model_args(argv: list[str]) -> tuple[list[str], list[str]]:
-    """(other arguments, `--model...` arguments with their values), each in the given order."""
-    rest, model = [], []
+# Model settings that only training reads: a test keeps the trained values.
+TRAINING_ONLY_KEYS = ("lr", "weight_decay", "warmup_steps", "min_lr_ratio", "dropout")
+# Training-time architecture (besides the encoding): it comes from the checkpoint.
+ARCHITECTURE_KEYS = (
+    "n_layer", "n_head", "d_model", "d_mlp", "tie_embeddings", "norm", "mlp", "bias", "norm_eps",
+)  # fmt: skip
+
+
+def _yaml_value(value: str):
+    """A config value as jsonargparse reads it: a file's contents, or YAML (JSON) text."""
+    try:
+        path = Path(value)
+        return yaml.safe_load(path.read_text() if path.is_file() else value)
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+
+
+def _model_section(config_arg: str) -> dict:
+    """The `model` section of a `--config` value (a file, or YAML text as jsonargparse allows)."""
+    loaded = _yaml_value(config_arg)
+    model = loaded.get("model") if isinstance(loaded, dict) else None
+    return model if isinstance(model, dict) else {}
+
+
+def given_model_keys(argv: list[str]) -> dict[str, str]:
+    """{flattened model key: where it is given, a config file or `--model.KEY`} for the model
+    settings that the config files and --model options of `argv` (after the subcommand) give;
+    a later one wins, as when parsing."""
+    given: dict[str, str] = {}
     index = 0
     while index < len(argv):
-        arg = argv[index]
-        is_model = arg == "--model" or arg.startswith(("--model.", "--model="))
-        takes_value = not arg.startswith("--") or "=" not in arg
-        width = 2 if arg.startswith("--") and takes_value and index + 1 < len(argv) else 1
-        (model if is_model else rest).extend(argv[index : index + width])
-        index += width
-    return rest, model
+        name, has_value, value = argv[index].partition("=")
+        if not has_value and index + 1 < len(argv) and not argv[index + 1].startswith("--"):
+            value = argv[index + 1]
+        if name in ("--config", "-c"):
+            for key in flatten(_model_section(value)):
+                given[key] = value
+        elif name == "--model":  # the model section as a file or YAML text
+            section = _yaml_value(value)
+            for key in flatten(section if isinstance(section, dict) else {}):
+                given[key] = name
+        elif name.startswith("--model."):
+            given[name.removeprefix("--model.").removesuffix("+")] = name
+        index += 1
+    return given
+
+
+def given_source(given: dict[str, str], key: str) -> str | None:
+    """Where the last setting of model `key` (or of one below it) is given; None if nowhere."""
+    sources = [source for name, source in given.items() if name.split(".")[0] == key]
+    return sources[-1] if sources else None
+
+
+def check_architecture(ckpt_path: str, trained: dict, tested: dict, given: dict) -> None:
+    """UsageError naming every training-time architecture value this command gives that differs
+    from the trained one (with where it is given)."""
+    keys = [
+        key
+        for key in ARCHITECTURE_KEYS
+        if key in trained and given_source(given, key) and tested.get(key) != trained[key]
+    ]
+    if keys:
+        differing = ", ".join(
+            f"{key}={trained[key]} (this model: {tested.get(key)}) given by "
+            f"{given_source(given, key)}"
+            for key in keys
+        )
+        flags = " ".join(f"--model.{key} {json.dumps(trained[key])}" for key in keys)
+        raise UsageError(
+            f"--ckpt_path {ckpt_path} was trained with another model size or architecture: "
+            f"{differing}; the architecture comes from the checkpoint: leave these out of this "
+            f"command's config files and --model options, or give the trained values ({flags})"
+        )
 
 
 def _encoding_class(spec) -> type | None:
@@ -336,33 +513,37 @@ def _wrapped_spec(spec):
     return (spec.get("init_args") or {}).get("encoding")
 
 
-def wraps_trained_encoding(trained_spec, tested_spec, model_args: list[str]) -> bool:
+def wraps_trained_encoding(trained_spec, tested_spec, given_keys: list[str]) -> bool:
     """True when the tested encoding is a wrapper (e.g. SelfExtend) around the trained encoding's
-    class and the command line gives the wrapped encoding no arguments of its own."""
+    class and the command (`given_keys`: its model keys, `given_model_keys`) gives the wrapped
+    encoding no arguments of its own."""
     trained, tested = _encoding_class(trained_spec), _encoding_class(tested_spec)
     if trained is None or tested is trained:
         return False
     if _encoding_class(_wrapped_spec(tested_spec)) is not trained:
         return False
-    return not any("pos_encoding.init_args.encoding.init_args" in arg for arg in model_args)
+    return not any("pos_encoding.init_args.encoding.init_args" in key for key in given_keys)
 
 
-def check_encoding_change(trained_spec, tested_spec) -> None:
+def check_encoding_change(trained_spec, tested_spec, source: str | None = None) -> None:
     """UsageError unless the tested encoding is the trained one, a context extension of it, or a
-    wrapper around it (`init_args.encoding`, e.g. SelfExtend around RoPE)."""
+    wrapper around it (`init_args.encoding`, e.g. SelfExtend around RoPE); `source`: where the
+    tested encoding is given (a config file or an option), named in the error."""
     trained, tested = _encoding_class(trained_spec), _encoding_class(tested_spec)
     if trained is None or tested is None or trained is tested:
         return
     if _encoding_class(_wrapped_spec(tested_spec)) is trained:
         return  # a wrapper around what was trained (Self-Extend, ReRoPE, ... around RoPE)
     if not is_context_extension(trained, tested):
+        given = f" (given by {source})" if source else ""
         raise UsageError(
             f"the checkpoint was trained with {trained.__name__}; testing it with "
             f"{tested.__name__} is not a context extension (allowed: another encoding of the "
             "same family with schedulable values, e.g. RoPE -> RoPELinear, RoPENTK, YaRN, XPos; "
             "or a wrapper given the trained encoding, e.g. --model.pos_encoding SelfExtend "
             "--model.pos_encoding.init_args.encoding RoPE); "
-            "leave out --model.pos_encoding to test what was trained"
+            f"leave model.pos_encoding{given} out of this command's config files and --model "
+            "options to test what was trained"
         )
 
 

@@ -152,19 +152,19 @@ def test_command_line_encoding_replaces_the_checkpoints_with_one_line(tmp_path, 
 
 
 def test_rope_without_lengen_equivalent_is_refused_in_one_line(tmp_path):
-    longrope = {
-        "rope_type": "longrope", "rope_theta": 10000.0, "original_max_position_embeddings": 16,
-        "short_factor": [1.0] * 4, "long_factor": [2.0] * 4,
+    # transformers' "proportional" rope (partial rotary dims, full-size frequencies): no equivalent.
+    proportional = {
+        "rope_type": "proportional", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
     }  # fmt: skip
-    config = LlamaConfig(**SIZES, max_position_embeddings=64, rope_parameters=longrope)
+    config = LlamaConfig(**SIZES, max_position_embeddings=64, rope_parameters=proportional)
     LlamaForCausalLM(config).save_pretrained(tmp_path / "hf")
     with pytest.raises(ValueError) as error:
         LengenModule(hf_checkpoint=str(tmp_path / "hf"), vocab_size=VOCAB, metrics=[])
     message = str(error.value)
     assert "\n" not in message
     assert message.endswith(
-        "rope_type='longrope' has no lengen equivalent; accepted: default, linear, dynamic, "
-        "yarn, llama3"
+        "rope_type='proportional' has no lengen equivalent; accepted: default, linear, "
+        "dynamic, yarn, llama3, longrope"
     )
     # Under an encoding the user chooses, such a checkpoint can still be studied.
     module = LengenModule(

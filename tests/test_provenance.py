@@ -16,7 +16,7 @@ import yaml
 from cli_run import lengen
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lengen.cli import is_context_extension, split_model_args
+from lengen.cli import is_context_extension
 from lengen.plugins import discover_all
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +40,8 @@ def data_and_trainer(root: Path) -> list[str]:
     ]  # fmt: skip
 
 
-TRAINED_MODEL = ["--model.pos_encoding", "RoPE", "--model.n_layer", "1", "--model.d_model", "32"]
+SIZES = ["--model.n_layer", "1", "--model.d_model", "32"]
+TRAINED_MODEL = ["--model.pos_encoding", "RoPE", *SIZES]
 
 
 @pytest.fixture(scope="module")
@@ -57,46 +58,41 @@ def results_files(root: Path) -> list[Path]:
     return sorted(root.rglob("results.json"))
 
 
-def test_a_rope_checkpoint_tested_with_the_alibi_quickstart_evaluates_rope(rope_run, tmp_path):
-    command = ["test", *data_and_trainer(tmp_path), "--ckpt_path", str(rope_run)]
-    result = lengen(*command, cwd=tmp_path)
+def test_a_rope_checkpoint_tested_with_the_alibi_quickstart_is_refused(rope_run, tmp_path):
+    """The quickstart's model settings count as if given on the command line
+    (tests/test_ckpt_config.py): its sizes and ALiBi are not what was trained, so the test is
+    refused in one line naming them, and nothing is written."""
+    refused = tmp_path / "refused"
+    for extra, words in (
+        ([], "n_layer=1 (this model: 2) given by " + QUICKSTART),
+        (SIZES, "trained with RoPE; testing it with ALiBi is not a context extension"),
+        ([*SIZES, "--model.pos_encoding", "ALiBi"], "testing it with ALiBi is not a context"),
+    ):
+        command = ["test", *data_and_trainer(refused), *extra, "--ckpt_path", str(rope_run)]
+        result = lengen(*command, cwd=tmp_path)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("lengen: error")]
+        assert len(errors) == 1 and words in errors[0], errors
+        assert results_files(refused) == []
+
+    # The trained model spelled out: tested as trained.
+    result = lengen(
+        "test", *data_and_trainer(tmp_path), *TRAINED_MODEL, "--ckpt_path", str(rope_run),
+        cwd=tmp_path,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "not used from this command's config files: pos_encoding=ALiBi" in result.stdout
     (path,) = results_files(tmp_path)
     results = json.loads(path.read_text())
     assert results["pos_encoding"] == "RoPE"
     model = results["config"]["model"]
     assert model["pos_encoding"]["class_path"].endswith(".RoPE")
-    assert (model["n_layer"], model["d_model"]) == (1, 32)  # trained, not the quickstart's
+    assert (model["n_layer"], model["d_model"]) == (1, 32)
     assert results["provenance"]["model_overrides"] == {}
-
-    # The same numbers as a test that spells the trained model out on the command line (what a
-    # user had to do before): the model really is the trained RoPE one.
-    explicit = tmp_path / "explicit"
-    result = lengen(
-        "test", *data_and_trainer(explicit), *TRAINED_MODEL, "--ckpt_path", str(rope_run),
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    (reference,) = results_files(explicit)
-    assert json.loads(reference.read_text())["metrics"] == results["metrics"]
-
-    # An explicit other encoding that is not a context extension is refused, nothing written.
-    refused = tmp_path / "refused"
-    result = lengen(
-        "test", *data_and_trainer(refused), "--model.pos_encoding", "ALiBi",
-        "--ckpt_path", str(rope_run), cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("lengen: error")]
-    assert len(errors) == 1
-    assert "trained with RoPE; testing it with ALiBi is not a context extension" in errors[0]
-    assert results_files(refused) == []
 
 
 def test_a_context_extension_on_the_command_line_is_allowed(rope_run, tmp_path):
     result = lengen(
-        "test", *data_and_trainer(tmp_path), "--model.pos_encoding", "RoPELinear",
+        "test", *data_and_trainer(tmp_path), *SIZES, "--model.pos_encoding", "RoPELinear",
         "--model.pos_encoding.init_args.scale", "2", "--ckpt_path", str(rope_run), cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -136,14 +132,6 @@ def test_context_extension_pairs(trained, tested, allowed):
     assert is_context_extension(encoding(trained), encoding(tested)) is allowed
 
 
-def test_split_model_args_keeps_values_with_their_flags():
-    argv = ["test", "--config", "a.yaml", "--model.lr=0.1", "--model.pos_encoding", "RoPE",
-            "--ckpt_path", "last", "--model", "m.yaml"]  # fmt: skip
-    rest, model = split_model_args(argv)
-    assert rest == ["test", "--config", "a.yaml", "--ckpt_path", "last"]
-    assert model == ["--model.lr=0.1", "--model.pos_encoding", "RoPE", "--model", "m.yaml"]
-
-
 def git_describe() -> str | None:
     if not (REPO / ".git").exists():
         return None
@@ -155,7 +143,7 @@ def git_describe() -> str | None:
 
 
 def test_results_json_carries_provenance(rope_run, tmp_path):
-    command = ["test", *data_and_trainer(tmp_path), "--ckpt_path", str(rope_run)]
+    command = ["test", *data_and_trainer(tmp_path), *TRAINED_MODEL, "--ckpt_path", str(rope_run)]
     result = lengen(*command, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (path,) = results_files(tmp_path)
@@ -182,8 +170,8 @@ def test_results_json_carries_provenance(rope_run, tmp_path):
 
 
 def test_validate_writes_table_figure_and_results_like_test(rope_run, tmp_path):
-    result = lengen("validate", *data_and_trainer(tmp_path), "--ckpt_path", str(rope_run),
-                    cwd=tmp_path)  # fmt: skip
+    result = lengen("validate", *data_and_trainer(tmp_path), *TRAINED_MODEL,
+                    "--ckpt_path", str(rope_run), cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout[result.stdout.index("length") :]
     assert "exact_match" in table and "token_accuracy" in table and "8*" in table

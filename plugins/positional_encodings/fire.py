@@ -68,9 +68,44 @@ class FIRE(PositionalEncoding):
         query = query_position.to(dtype)
         distance = torch.log(c * (query - key_position.to(dtype)).abs() + 1)
         normaliser = torch.log(c * torch.maximum(query, threshold) + 1) + self.eps
-        x = (distance / normaliser)[..., None]  # (..., 1)
+        x = distance / normaliser  # (...): broadcast of the query and key shapes
+        head_dim = self._head_axis(head, x)
+        if head_dim is not None:
+            return self._all_heads(x, head_dim, dtype)
+        x = x[..., None]  # (..., 1)
         hidden = torch.relu(x * self.hidden.weight[:, 0].to(dtype) + self.hidden.bias.to(dtype))
         per_head = hidden @ self.out.weight.to(dtype).T + self.out.bias.to(dtype)  # (..., nh)
         shape = torch.broadcast_shapes(per_head.shape[:-1], head.shape)
         index = head.long().expand(shape)[..., None]  # (..., 1)
         return per_head.expand(*shape, per_head.shape[-1]).gather(-1, index)[..., 0]
+
+    def _head_axis(self, head: torch.Tensor, x: torch.Tensor) -> int | None:
+        """The axis along which `head` is 0, 1, ..., nh - 1 while `x` has size 1 there (the
+        decoder's (1, nh, 1, 1) head index), or None. Compares values: eager only."""
+        if torch.compiler.is_compiling() or head.dim() != x.dim():
+            return None
+        axes = [axis for axis, size in enumerate(head.shape) if size != 1]
+        n_head = self.out.out_features
+        if len(axes) != 1 or head.shape[axes[0]] != n_head or x.shape[axes[0]] != 1:
+            return None
+        if not torch.equal(head.flatten(), torch.arange(n_head, device=head.device)):
+            return None
+        return axes[0]
+
+    def _all_heads(self, x: torch.Tensor, head_dim: int, dtype: torch.dtype) -> torch.Tensor:
+        """f(x) for every head, with the head axis at `head_dim` (where x has size 1).
+
+        The same MLP as `score_bias` written with the pairs as columns: [x; 1] (2, P) ->
+        relu(W1 [x; 1]) (width, P) -> W2 h + b2 (nh, P), three matrix products and one
+        elementwise pass, and no per-head gather (whose backward scatters into nh x nh x P).
+        """
+        shape = x.shape
+        pairs = x.reshape(1, -1)  # (1, P)
+        inputs = torch.cat((pairs, torch.ones_like(pairs)), 0)  # (2, P)
+        first = torch.cat((self.hidden.weight, self.hidden.bias[:, None]), 1).to(dtype)  # (W, 2)
+        hidden = torch.relu(first @ inputs)  # (W, P)
+        per_head = torch.addmm(
+            self.out.bias.to(dtype)[:, None], self.out.weight.to(dtype), hidden
+        )  # (nh, P)
+        per_head = per_head.view(-1, *shape[:head_dim], *shape[head_dim + 1 :])
+        return per_head.movedim(0, head_dim)  # x's shape with nh at head_dim

@@ -65,47 +65,85 @@ class FIRE(PositionalEncoding):
         dtype = torch.promote_types(torch.float32, self.c.dtype)
         c = self.c.to(dtype).abs()
         threshold = self.threshold_multiplier.to(dtype).abs() * self.init_threshold
-        query = query_position.to(dtype)
-        distance = torch.log(c * (query - key_position.to(dtype)).abs() + 1)
-        normaliser = torch.log(c * torch.maximum(query, threshold) + 1) + self.eps
-        x = distance / normaliser  # (...): broadcast of the query and key shapes
-        head_dim = self._head_axis(head, x)
-        if head_dim is not None:
-            return self._all_heads(x, head_dim, dtype)
-        x = x[..., None]  # (..., 1)
+        shape = torch.broadcast_shapes(query_position.shape, key_position.shape)
+        head_dim = self._head_axis(head, shape)
+        if head_dim is not None:  # every head at once: (nh, P) with P pairs
+            per_head = self._by_class(query_position, key_position, c, threshold, dtype)
+            if per_head is None:
+                x = self._input(query_position, key_position, c, threshold, dtype)
+                per_head = self._all_heads(x)
+            per_head = per_head.reshape(-1, *shape[:head_dim], *shape[head_dim + 1 :])
+            return per_head.movedim(0, head_dim)  # the pairs' shape with nh at head_dim
+        x = self._input(query_position, key_position, c, threshold, dtype)[..., None]  # (..., 1)
         hidden = torch.relu(x * self.hidden.weight[:, 0].to(dtype) + self.hidden.bias.to(dtype))
         per_head = hidden @ self.out.weight.to(dtype).T + self.out.bias.to(dtype)  # (..., nh)
         shape = torch.broadcast_shapes(per_head.shape[:-1], head.shape)
         index = head.long().expand(shape)[..., None]  # (..., 1)
         return per_head.expand(*shape, per_head.shape[-1]).gather(-1, index)[..., 0]
 
-    def _head_axis(self, head: torch.Tensor, x: torch.Tensor) -> int | None:
-        """The axis along which `head` is 0, 1, ..., nh - 1 while `x` has size 1 there (the
-        decoder's (1, nh, 1, 1) head index), or None. Compares values: eager only."""
-        if torch.compiler.is_compiling() or head.dim() != x.dim():
+    def _input(self, query_position, key_position, c, threshold, dtype) -> torch.Tensor:
+        """The MLP's input psi(|i - j|) / (psi(max(i, L)) + eps), broadcast over the pairs."""
+        query = query_position.to(dtype)
+        distance = torch.log(c * (query - key_position.to(dtype)).abs() + 1)
+        normaliser = torch.log(c * torch.maximum(query, threshold) + 1) + self.eps
+        return distance / normaliser
+
+    def _head_axis(self, head: torch.Tensor, shape: torch.Size) -> int | None:
+        """The axis along which `head` is 0, 1, ..., nh - 1 while the pairs' `shape` is 1 there
+        (the decoder's (1, nh, 1, 1) head index), or None. Reads values: eager only."""
+        if torch.compiler.is_compiling() or head.dim() != len(shape):
             return None
         axes = [axis for axis, size in enumerate(head.shape) if size != 1]
         n_head = self.out.out_features
-        if len(axes) != 1 or head.shape[axes[0]] != n_head or x.shape[axes[0]] != 1:
+        if len(axes) != 1 or head.shape[axes[0]] != n_head or shape[axes[0]] != 1:
             return None
         if not torch.equal(head.flatten(), torch.arange(n_head, device=head.device)):
             return None
         return axes[0]
 
-    def _all_heads(self, x: torch.Tensor, head_dim: int, dtype: torch.dtype) -> torch.Tensor:
-        """f(x) for every head, with the head axis at `head_dim` (where x has size 1).
+    def _all_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(...) inputs -> (nh, P) outputs of every head, P = x.numel().
 
-        The same MLP as `score_bias` written with the pairs as columns: [x; 1] (2, P) ->
-        relu(W1 [x; 1]) (width, P) -> W2 h + b2 (nh, P), three matrix products and one
-        elementwise pass, and no per-head gather (whose backward scatters into nh x nh x P).
+        The same MLP as `score_bias` with the inputs as columns: [x; 1] (2, P) -> relu(W1 [x; 1])
+        (width, P) -> W2 h + b2 (nh, P): matrix products and one elementwise pass, and no
+        per-head gather (whose backward scatters into an nh x nh x P tensor).
         """
-        shape = x.shape
         pairs = x.reshape(1, -1)  # (1, P)
         inputs = torch.cat((pairs, torch.ones_like(pairs)), 0)  # (2, P)
+        dtype = x.dtype
         first = torch.cat((self.hidden.weight, self.hidden.bias[:, None]), 1).to(dtype)  # (W, 2)
         hidden = torch.relu(first @ inputs)  # (W, P)
-        per_head = torch.addmm(
-            self.out.bias.to(dtype)[:, None], self.out.weight.to(dtype), hidden
-        )  # (nh, P)
-        per_head = per_head.view(-1, *shape[:head_dim], *shape[head_dim + 1 :])
-        return per_head.movedim(0, head_dim)  # x's shape with nh at head_dim
+        return torch.addmm(self.out.bias.to(dtype)[:, None], self.out.weight.to(dtype), hidden)
+
+    def _by_class(self, query_position, key_position, c, threshold, dtype) -> torch.Tensor | None:
+        """(nh, P) biases from the MLP evaluated once per distinct input, or None.
+
+        For integer positions the input depends on the pair only through d = |i - j| and the
+        normaliser's argument max(i, L), which every query below L shares: the MLP runs on a
+        (classes, d) grid (classes: each query position >= L, plus one for all below L) and each
+        pair reads its value; the inputs are computed by the same operations as per pair, so
+        the values are the same. With positions 0 .. T - 1 and T <= L that is T evaluations
+        instead of T^2; at T = 2L, half of T^2. None (evaluate per pair) for real-valued
+        positions or when the grid would not be smaller than the pairs.
+        """
+        if query_position.is_floating_point() or key_position.is_floating_point():
+            return None
+        distance = (query_position - key_position).abs()  # (...) the pairs, integer
+        pairs = distance.numel()
+        if pairs == 0:
+            return None
+        # queries below L share psi(L): class -1 (exactly at L: its own class, as maximum's
+        # gradient splits there)
+        below = query_position.to(dtype) < threshold.detach()
+        classes, row_class = torch.unique(
+            torch.where(below, -1, query_position), return_inverse=True
+        )  # (C,), the query positions' shape
+        span = int(distance.max()) + 1
+        if classes.numel() * span >= pairs:
+            return None
+        steps = torch.arange(span, device=distance.device).to(dtype)  # (D,) distances
+        normaliser = torch.log(c * torch.maximum(classes.to(dtype), threshold) + 1) + self.eps
+        grid = torch.log(c * steps + 1) / normaliser[:, None]  # (C, D)
+        per_class = self._all_heads(grid)  # (nh, C * D)
+        index = row_class * span + distance  # (...): row of the grid, flattened
+        return per_class.index_select(1, index.flatten())  # (nh, P)

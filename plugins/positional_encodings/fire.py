@@ -119,12 +119,13 @@ class FIRE(PositionalEncoding):
         """(nh, P) biases from the MLP evaluated once per distinct input, or None.
 
         For integer positions the input depends on the pair only through d = |i - j| and the
-        normaliser's argument max(i, L), which every query below L shares: the MLP runs on a
-        (classes, d) grid (classes: each query position >= L, plus one for all below L) and each
-        pair reads its value; the inputs are computed by the same operations as per pair, so
-        the values are the same. With positions 0 .. T - 1 and T <= L that is T evaluations
-        instead of T^2; at T = 2L, half of T^2. None (evaluate per pair) for real-valued
-        positions or when the grid would not be smaller than the pairs.
+        normaliser's argument max(i, L), which every query below L shares. The MLP runs once per
+        (class, d) (classes: each query position >= L, plus one for all below L; per class the
+        distances 0 .. its queries' farthest key, a ragged grid flattened) and each pair reads
+        its value; the inputs are computed by the same operations as per pair, so the values are
+        the same. With positions 0 .. T - 1: T evaluations for T <= L; for T = 1024, L = 512,
+        394k instead of 1.05M. None (evaluate per pair) for real-valued positions or when the
+        grid would not be smaller than the pairs (a cache, positions far apart).
         """
         if query_position.is_floating_point() or key_position.is_floating_point():
             return None
@@ -138,12 +139,22 @@ class FIRE(PositionalEncoding):
         classes, row_class = torch.unique(
             torch.where(below, -1, query_position), return_inverse=True
         )  # (C,), the query positions' shape
-        span = int(distance.max()) + 1
-        if classes.numel() * span >= pairs:
+        # per class, the distances 0 .. its queries' farthest key (a ragged grid, flattened)
+        query_shape = (1,) * (distance.dim() - query_position.dim()) + query_position.shape
+        key_axes = [
+            axis for axis, size in enumerate(distance.shape) if size != 1 and query_shape[axis] == 1
+        ]
+        farthest = distance.amax(key_axes, keepdim=True) if key_axes else distance
+        spans = torch.zeros(classes.numel(), dtype=torch.long, device=distance.device)
+        spans.scatter_reduce_(0, row_class.flatten(), farthest.flatten() + 1, "amax")  # (C,)
+        evaluations = int(spans.sum())
+        if evaluations >= pairs:
             return None
-        steps = torch.arange(span, device=distance.device).to(dtype)  # (D,) distances
+        starts = spans.cumsum(0) - spans  # (C,) where each class's distances begin
+        entry_class = torch.repeat_interleave(spans)  # (U,) class of each grid entry
+        steps = torch.arange(evaluations, device=distance.device) - starts[entry_class]  # (U,) d
         normaliser = torch.log(c * torch.maximum(classes.to(dtype), threshold) + 1) + self.eps
-        grid = torch.log(c * steps + 1) / normaliser[:, None]  # (C, D)
-        per_class = self._all_heads(grid)  # (nh, C * D)
-        index = row_class * span + distance  # (...): row of the grid, flattened
+        grid = torch.log(c * steps.to(dtype) + 1) / normaliser[entry_class]  # (U,)
+        per_class = self._all_heads(grid)  # (nh, U)
+        index = starts[row_class.view(query_shape)] + distance  # (...): entry of each pair
         return per_class.index_select(1, index.flatten())  # (nh, P)

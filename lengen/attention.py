@@ -130,6 +130,8 @@ def _distance_table(bias: torch.Tensor, query: torch.Tensor) -> torch.Tensor | N
     """The (nh, T) table `bias` was expanded from by `distance_bias`, if it is that very tensor
     (not a sum with a padding or contextual bias, which is a new tensor without the mark), the
     table has one entry per head of `query` and it needs a gradient; else None."""
+    if torch.compiler.is_compiling():
+        return None
     table = getattr(bias, "_lengen_distance_table", None)
     if table is None or not table.requires_grad:
         return None
@@ -331,7 +333,8 @@ def distance_bias(table: torch.Tensor) -> torch.Tensor:
     gives a tensor without the mark, which takes the general path.
     """
     bias = DistanceBias.apply(table)
-    bias._lengen_distance_table = table
+    if not torch.compiler.is_compiling():  # eager only: dynamo cannot trace the attribute
+        bias._lengen_distance_table = table
     return bias
 
 

@@ -280,3 +280,25 @@ def test_distance_table_needs_a_table_per_head():
     assert attention._distance_table(bias, query) is table
     assert attention._distance_table(bias * 1.0, query) is None
     assert attention._distance_table(bias, query[:, :, :5]) is None
+
+
+# torch's own modules imported by the first compile of a process call torch.jit.script_method
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_distance_bias_under_compile():
+    """`distance_bias` and `sdpa_attention` trace with fullgraph (no mark read or set there: the
+    general path), with the eager gradients."""
+    generator = torch.Generator().manual_seed(11)
+    query, key, value = (
+        torch.randn(1, 2, 8, 4, generator=generator, requires_grad=True) for _ in range(3)
+    )
+    table = torch.randn(2, 8, generator=generator, requires_grad=True)
+
+    def run(query, key, value, table):
+        return sdpa_attention(query, key, value, attention.distance_bias(table))
+
+    compiled = torch.compile(run, fullgraph=True)
+    inputs = (query, key, value, table)
+    got = torch.autograd.grad(compiled(*inputs).sum(), inputs)
+    want = torch.autograd.grad(run(*inputs).sum(), inputs)
+    for grad, expected in zip(got, want):
+        torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-6)

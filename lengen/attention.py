@@ -210,13 +210,12 @@ def causal_bias_grad(
     """
     chunk = chunk or BIAS_GRAD_CHUNK
     batch, n_head, length, _ = query.shape
+    compute = torch.promote_types(query.dtype, torch.float32)
     blocks = _score_grad_blocks(query, key, value, bias, out, logsumexp, grad_out, chunk)
     if by_distance:
         # reversed[h, T - 1 - d]: distance d, so that each block adds to a suffix
-        reversed_grad = None
+        reversed_grad = query.new_zeros(n_head, length, dtype=compute)
         for _, start, stop, grad_scores in blocks:  # (nh, c, i1), zero above the diagonal
-            if reversed_grad is None:
-                reversed_grad = grad_scores.new_zeros(n_head, length)
             rows = stop - start
             # Rows r >= 1: view[h, e, r - 1] = grad_scores[h, r, start + r - d] with
             # d = stop - 1 - e, at offset r * (i1 + 1) + start - d. Where that key index is
@@ -231,12 +230,10 @@ def causal_bias_grad(
             # row 0 (query `start`): key j is distance start - j
             reversed_grad[:, length - 1 - start :] += grad_scores[:, 0, : start + 1]
         return reversed_grad.flip(-1)  # (nh, T)
-    grad_bias = None
+    grad_bias = torch.empty(bias.shape, dtype=compute, device=bias.device)
     bias_heads = bias.shape[1]
     accumulate = bias.shape[0] != batch  # a bias shared by the batch sums the rows
     for row, start, stop, grad_scores in blocks:
-        if grad_bias is None:
-            grad_bias = grad_scores.new_empty(bias.shape)
         grad_row = grad_bias[row if bias.shape[0] == batch else 0]  # (nh or 1, T, T)
         rows = slice(start, stop)
         if bias_heads != n_head:

@@ -433,16 +433,20 @@ def bias_section(args, report: Report) -> None:
     """Bias encodings on the CPU fast paths against the plain masked SDPA call, and NoPE."""
     from lengen import attention
     from lengen.model import Decoder
+    from lengen_plugins.positional_encodings.fire import FIRE
 
     report("## Bias encodings: CPU fast paths against the plain masked SDPA call")
     report(
-        "`fast`: the bias from a distance table (relative encodings), the CPU flash kernels with "
-        "the unmasked bias (`BiasedCausalAttention`), denormals flushed; `plain`: the bias masked, "
-        "then SDPA (its math kernel when the bias needs a gradient), as before. Training step, "
-        f"batch {args.batch}, sizes as above; ms, ratios to NoPE (paired median, min), peak MiB."
+        "`fast`: the bias from a distance table (relative encodings) whose gradient the attention "
+        "backward reduces straight to the table, FIRE's MLP once per distinct input, the CPU "
+        "flash kernels with the unmasked bias (`BiasedCausalAttention`), denormals flushed; "
+        "`plain`: the bias built per pair and masked, then SDPA (its math kernel when the bias "
+        f"needs a gradient), as before. Training step, batch {args.batch}, sizes as above; ms, "
+        "ratios to NoPE (paired median, min), peak MiB."
     )
     report()
     usable, by_distance = attention._cpu_flash_usable, Decoder._by_distance
+    head_axis = FIRE._head_axis
     rows = []
     for length in args.lengths:
         dims = contenders.Dims(args.vocab, args.d_model, args.n_layer, args.n_head, length)
@@ -458,11 +462,13 @@ def bias_section(args, report: Report) -> None:
                     if mode == "plain":
                         attention._cpu_flash_usable = lambda *args: False
                         Decoder._by_distance = lambda *args: False
+                        FIRE._head_axis = lambda *args: None  # its per-head gather, per pair
                     try:
                         step()
                     finally:
                         attention._cpu_flash_usable = usable
                         Decoder._by_distance = by_distance
+                        FIRE._head_axis = head_axis
 
                 steps[(encoding, mode)] = run
         times = measure.alternate(steps, args.repeats, args.calls)

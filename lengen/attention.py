@@ -51,6 +51,7 @@ def sdpa_attention(
         return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p)
     if bias is None:  # is_causal aligns top-left; cached decoding needs bottom-right
         bias = query.new_zeros(query_len, key_len)
+    table = _distance_table(bias, query)  # before any conversion makes a new tensor
     bias = bias.to(query.dtype)  # (B or 1, nh or 1, Tq, Tk)
     if query_len == key_len and _cpu_flash_usable(query, key, value, dropout_p):
         # The CPU flash kernel adds an unmasked bias and skips the blocks above the diagonal
@@ -59,6 +60,8 @@ def sdpa_attention(
             tensor.requires_grad for tensor in (query, key, value, bias)
         )
         if wants_grad and bias.dim() == 4 and _cpu_flash_ops() is not None:
+            if table is not None:  # the gradient goes straight to the (nh, T) distance table
+                return BiasedCausalAttention.apply(query, key, value, bias.detach(), table)
             return BiasedCausalAttention.apply(query, key, value, bias)
         if not (bias.requires_grad and torch.is_grad_enabled()):
             # detached: SDPA picks its math kernel (which refuses is_causal with a mask) for
@@ -123,6 +126,21 @@ def _cpu_flash_ops() -> tuple[Callable, Callable] | None:
 BIAS_GRAD_CHUNK = 256  # query rows per block when the bias gradient is recomputed
 
 
+def _distance_table(bias: torch.Tensor, query: torch.Tensor) -> torch.Tensor | None:
+    """The (nh, T) table `bias` was expanded from by `distance_bias`, if it is that very tensor
+    (not a sum with a padding or contextual bias, which is a new tensor without the mark), the
+    table has one entry per head of `query` and it needs a gradient; else None."""
+    if torch.compiler.is_compiling():
+        return None
+    table = getattr(bias, "_lengen_distance_table", None)
+    if table is None or not table.requires_grad:
+        return None
+    n_head, length = query.shape[1], query.shape[2]
+    if bias.shape != (1, n_head, length, length) or table.shape != (n_head, length):
+        return None
+    return table
+
+
 class BiasedCausalAttention(torch.autograd.Function):
     """Causal attention with an additive bias on the CPU flash kernel, with gradients.
 
@@ -134,10 +152,14 @@ class BiasedCausalAttention(torch.autograd.Function):
     the bias broadcasts. Inputs: (B, nh, T, hs) query/key/value, (B or 1, nh or 1, T, T) bias.
     Also used for a fixed bias (ALiBi), for the denormal flush in the backward (see
     `_flush_denormals`).
+
+    `table`: for a bias that is a function of i - j (`distance_bias`; then `bias` is passed
+    detached, (1, nh, T, T)), the (nh, T) table by distance it was expanded from: its gradient
+    is reduced from each block along the diagonals, so no (nh, T, T) bias gradient exists.
     """
 
     @staticmethod
-    def forward(ctx, query, key, value, bias):
+    def forward(ctx, query, key, value, bias, table=None):
         flash_forward, _ = _cpu_flash_ops()
         flushed = _flush_denormals()
         try:
@@ -145,6 +167,7 @@ class BiasedCausalAttention(torch.autograd.Function):
         finally:
             _restore_denormals(flushed)
         ctx.save_for_backward(query, key, value, bias, out, logsumexp)
+        ctx.table_dtype = None if table is None else table.dtype
         return out
 
     @staticmethod
@@ -157,15 +180,21 @@ class BiasedCausalAttention(torch.autograd.Function):
             grad_query, grad_key, grad_value = flash_backward(
                 grad_out, query, key, value, out, logsumexp, 0.0, True, attn_mask=bias.detach()
             )
-            grad_bias = None
+            grad_bias = grad_table = None
             if ctx.needs_input_grad[3]:
                 grad_bias = causal_bias_grad(query, key, value, bias, out, logsumexp, grad_out)
+            if len(ctx.needs_input_grad) > 4 and ctx.needs_input_grad[4]:
+                grad_table = causal_bias_grad(
+                    query, key, value, bias, out, logsumexp, grad_out, by_distance=True
+                ).to(ctx.table_dtype)
         finally:
             _restore_denormals(flushed)
-        return grad_query, grad_key, grad_value, grad_bias
+        return grad_query, grad_key, grad_value, grad_bias, grad_table
 
 
-def causal_bias_grad(query, key, value, bias, out, logsumexp, grad_out, chunk=None):
+def causal_bias_grad(
+    query, key, value, bias, out, logsumexp, grad_out, chunk=None, by_distance=False
+):
     """d loss / d bias of causal softmax(q k^T / sqrt(hs) + bias) v, shaped like `bias`.
 
     dS = P * (dP - delta) with P = exp(q k^T / sqrt(hs) + bias - logsumexp), dP = dO v^T and
@@ -174,8 +203,57 @@ def causal_bias_grad(query, key, value, bias, out, logsumexp, grad_out, chunk=No
     of ones in k / v), so each block costs two matrix products and two elementwise passes.
     Computed in float32 (float64 for float64 inputs) whatever the input dtype; 0 above the
     diagonal. (B, nh, T, hs) inputs, (B, nh, T) logsumexp, (B or 1, nh or 1, T, T) bias.
+
+    by_distance: for a (1, nh, T, T) bias[h, i, j] = table[h, i - j], the gradient of the (nh, T)
+    table instead, grad[h, d] = sum over i of dS[h, i, i - d] (and the batch): each block is
+    reduced along its diagonals by a strided view, so no (nh, T, T) gradient is formed.
     """
     chunk = chunk or BIAS_GRAD_CHUNK
+    batch, n_head, length, _ = query.shape
+    compute = torch.promote_types(query.dtype, torch.float32)
+    blocks = _score_grad_blocks(query, key, value, bias, out, logsumexp, grad_out, chunk)
+    if by_distance:
+        # reversed[h, T - 1 - d]: distance d, so that each block adds to a suffix
+        reversed_grad = query.new_zeros(n_head, length, dtype=compute)
+        for _, start, stop, grad_scores in blocks:  # (nh, c, i1), zero above the diagonal
+            rows = stop - start
+            # Rows r >= 1: view[h, e, r - 1] = grad_scores[h, r, start + r - d] with
+            # d = stop - 1 - e, at offset r * (i1 + 1) + start - d. Where that key index is
+            # negative, the view reads row r - 1 beyond its own query (above the diagonal: 0).
+            head_stride = rows * stop
+            diagonals = grad_scores.as_strided(
+                (n_head, stop, rows - 1),
+                (head_stride, 1, stop + 1),
+                grad_scores.storage_offset() + start + 2,
+            )
+            reversed_grad[:, length - stop :] += diagonals.sum(-1)
+            # row 0 (query `start`): key j is distance start - j
+            reversed_grad[:, length - 1 - start :] += grad_scores[:, 0, : start + 1]
+        return reversed_grad.flip(-1)  # (nh, T)
+    grad_bias = torch.empty(bias.shape, dtype=compute, device=bias.device)
+    bias_heads = bias.shape[1]
+    accumulate = bias.shape[0] != batch  # a bias shared by the batch sums the rows
+    for row, start, stop, grad_scores in blocks:
+        grad_row = grad_bias[row if bias.shape[0] == batch else 0]  # (nh or 1, T, T)
+        rows = slice(start, stop)
+        if bias_heads != n_head:
+            grad_scores = grad_scores.sum(0, keepdim=True)  # (1, c, i1)
+        if accumulate and row > 0:
+            grad_row[:, rows, :stop] += grad_scores
+        else:
+            grad_row[:, rows, :stop] = grad_scores
+            grad_row[:, rows, stop:] = 0.0
+    return grad_bias.to(bias.dtype)
+
+
+def _score_grad_blocks(query, key, value, bias, out, logsumexp, grad_out, chunk):
+    """Yield (batch row, i0, i1, dS[row, :, i0:i1, :i1]) of causal attention with `bias`.
+
+    dS: (nh, i1 - i0, i1), contiguous, zero above the diagonal, in float32 (float64 for float64
+    inputs); `causal_bias_grad` has the formulas and the shapes. Every block is written into the
+    same two buffers (fresh large allocations page-fault on every block): use one block before
+    asking for the next.
+    """
     compute = torch.promote_types(query.dtype, torch.float32)
     batch, n_head, length, head_dim = query.shape
     ones = query.new_ones(batch, n_head, length, 1, dtype=compute)
@@ -185,35 +263,28 @@ def causal_bias_grad(query, key, value, bias, out, logsumexp, grad_out, chunk=No
     key_aug = torch.cat((key.to(compute), ones), -1)  # (B, nh, T, hs + 1)
     grad_out_aug = torch.cat((grad_out.to(compute), -delta), -1)  # (B, nh, T, hs + 1)
     value_aug = torch.cat((value.to(compute), ones), -1)  # (B, nh, T, hs + 1)
-    grad_bias = torch.empty(bias.shape, dtype=compute, device=bias.device)
-    bias_heads = bias.shape[1]
-    accumulate = bias.shape[0] != batch  # a bias shared by the batch sums the rows
+    buffers = query_aug.new_empty(2, n_head * min(chunk, length) * length)
     for row in range(batch):
         bias_row = bias[row if bias.shape[0] == batch else 0]  # (nh or 1, T, T)
-        grad_row = grad_bias[row if bias.shape[0] == batch else 0]  # (nh or 1, T, T)
         for start in range(0, length, chunk):
             stop = min(start + chunk, length)
             rows = slice(start, stop)
+            size = n_head * (stop - start) * stop
+            probs, grad_probs = buffers[:, :size].view(2, n_head, stop - start, stop).unbind(0)
             # (nh, c, i1): q k^T / sqrt(hs) + bias - logsumexp, then P in place
-            probs = torch.baddbmm(
+            torch.baddbmm(
                 bias_row[:, rows, :stop].to(compute),
                 query_aug[row, :, rows],
                 key_aug[row, :, :stop].transpose(-2, -1),
+                out=probs,
             ).exp_()
-            future = torch.ones(stop - start, stop - start, dtype=torch.bool, device=bias.device)
-            probs[:, :, start:stop].masked_fill_(future.triu(1), 0.0)  # the diagonal block
-            grad_probs = torch.bmm(
-                grad_out_aug[row, :, rows], value_aug[row, :, :stop].transpose(-2, -1)
+            probs[:, :, start:stop].tril_()  # the diagonal block: 0 above the diagonal
+            torch.bmm(
+                grad_out_aug[row, :, rows],
+                value_aug[row, :, :stop].transpose(-2, -1),
+                out=grad_probs,
             )  # (nh, c, i1): dP - delta
-            grad_scores = probs.mul_(grad_probs)
-            if bias_heads != n_head:
-                grad_scores = grad_scores.sum(0, keepdim=True)  # (1, c, i1)
-            if accumulate and row > 0:
-                grad_row[:, rows, :stop] += grad_scores
-            else:
-                grad_row[:, rows, :stop] = grad_scores
-                grad_row[:, rows, stop:] = 0.0
-    return grad_bias.to(bias.dtype)
+            yield row, start, stop, probs.mul_(grad_probs)
 
 
 class DistanceBias(torch.autograd.Function):
@@ -252,8 +323,16 @@ class DistanceBias(torch.autograd.Function):
 
 
 def distance_bias(table: torch.Tensor) -> torch.Tensor:
-    """(nh, T) bias by distance -> (1, nh, T, T) causal-attention bias (see `DistanceBias`)."""
-    return DistanceBias.apply(table)
+    """(nh, T) bias by distance -> (1, nh, T, T) causal-attention bias (see `DistanceBias`).
+
+    The result carries its table, so that `sdpa_attention` on CPU can send the bias gradient
+    straight to the table (`BiasedCausalAttention`); any op on it (a dtype change, adding padding)
+    gives a tensor without the mark, which takes the general path.
+    """
+    bias = DistanceBias.apply(table)
+    if not torch.compiler.is_compiling():  # eager only: dynamo cannot trace the attribute
+        bias._lengen_distance_table = table
+    return bias
 
 
 def reference_attention(

@@ -212,3 +212,93 @@ def test_steep_distance_bias_and_the_denormal_state(dtype):
     torch.testing.assert_close(out.double(), expected, rtol=tolerance, atol=tolerance)
     for grad, expected_grad in zip(grads, expected_grads):
         torch.testing.assert_close(grad.double(), expected_grad, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(1, 4, 23), (3, 2, 40), (2, 3, 7), (2, 2, 1)])
+@pytest.mark.parametrize("variant", ["table", "padded", "no flash ops"])
+def test_distance_table_gradient_against_float64(shape, dtype, variant, monkeypatch):
+    """A bias from `distance_bias`: the table's gradient reduced inside the attention backward
+    (no (nh, T, T) gradient), against indexing the table and softmax attention in float64.
+    With padding added (a new tensor) or without the private ops, the general path runs."""
+    monkeypatch.setattr(attention, "BIAS_GRAD_CHUNK", 7)  # several blocks, a ragged last one
+    if variant == "no flash ops":
+        monkeypatch.setattr(attention, "_cpu_flash_ops", lambda: None)
+    by_distance = []
+    original = attention.causal_bias_grad
+    monkeypatch.setattr(
+        attention,
+        "causal_bias_grad",
+        lambda *a, **k: (by_distance.append(k.get("by_distance", False)), original(*a, **k))[1],
+    )
+    batch, n_head, length = shape
+    generator = torch.Generator().manual_seed(hash((shape, str(dtype), variant)) % 2**31)
+
+    def randn(*size):
+        return torch.randn(*size, generator=generator, dtype=torch.float64).to(dtype)
+
+    query, key, value = (randn(batch, n_head, length, 8).requires_grad_() for _ in range(3))
+    table = (2 * randn(n_head, length)).requires_grad_()
+    bias = attention.distance_bias(table)  # (1, nh, T, T)
+    padding = torch.zeros(batch, 1, length, length, dtype=dtype)
+    if variant == "padded":  # the first keys of row 0 hidden (own key kept)
+        keys = torch.arange(length)
+        padding[0, :, (keys[None, :] < 3) & (keys[None, :] != keys[:, None])] = float("-inf")
+        bias = bias + padding
+    out = sdpa_attention(query, key, value, bias)
+    grad_out = randn(*out.shape)
+    grads = torch.autograd.grad(out, (query, key, value, table), grad_out)
+    if variant == "table":
+        assert by_distance == [True]
+    else:
+        assert True not in by_distance
+
+    exact = [t.detach().double().requires_grad_() for t in (query, key, value, table)]
+    index = torch.arange(length)
+    exact_bias = exact[3][:, (index[:, None] - index[None, :]).clamp(min=0)] + padding.double()
+    expected = float64_attention(*exact[:3], exact_bias)
+    expected_grads = torch.autograd.grad(expected, exact, grad_out.double())
+    tolerance = TOLERANCE[dtype]
+    torch.testing.assert_close(out.double(), expected, rtol=tolerance, atol=tolerance)
+    for grad, expected_grad, name in zip(grads, expected_grads, ("q", "k", "v", "table")):
+        assert grad.dtype == dtype, name
+        torch.testing.assert_close(
+            grad.double(), expected_grad, rtol=tolerance, atol=tolerance, msg=name
+        )
+
+
+def test_distance_table_needs_a_table_per_head():
+    """A one-head table broadcast over the heads, and a table without gradient (ALiBi), keep
+    the general path; `_distance_table` reads the mark only off the very tensor."""
+    query = torch.randn(1, 3, 9, 8)
+    shared = attention.distance_bias(torch.randn(1, 9, requires_grad=True))
+    assert attention._distance_table(shared, query) is None
+    fixed = attention.distance_bias(torch.randn(3, 9))
+    assert attention._distance_table(fixed, query) is None
+    table = torch.randn(3, 9, requires_grad=True)
+    bias = attention.distance_bias(table)
+    assert attention._distance_table(bias, query) is table
+    assert attention._distance_table(bias * 1.0, query) is None
+    assert attention._distance_table(bias, query[:, :, :5]) is None
+
+
+# torch's own modules imported by the first compile of a process call torch.jit.script_method
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_distance_bias_under_compile():
+    """`distance_bias` and `sdpa_attention` trace with fullgraph (no mark read or set there: the
+    general path), with the eager gradients."""
+    generator = torch.Generator().manual_seed(11)
+    query, key, value = (
+        torch.randn(1, 2, 8, 4, generator=generator, requires_grad=True) for _ in range(3)
+    )
+    table = torch.randn(2, 8, generator=generator, requires_grad=True)
+
+    def run(query, key, value, table):
+        return sdpa_attention(query, key, value, attention.distance_bias(table))
+
+    compiled = torch.compile(run, fullgraph=True)
+    inputs = (query, key, value, table)
+    got = torch.autograd.grad(compiled(*inputs).sum(), inputs)
+    want = torch.autograd.grad(run(*inputs).sum(), inputs)
+    for grad, expected in zip(got, want):
+        torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-6)

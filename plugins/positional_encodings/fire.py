@@ -65,12 +65,96 @@ class FIRE(PositionalEncoding):
         dtype = torch.promote_types(torch.float32, self.c.dtype)
         c = self.c.to(dtype).abs()
         threshold = self.threshold_multiplier.to(dtype).abs() * self.init_threshold
-        query = query_position.to(dtype)
-        distance = torch.log(c * (query - key_position.to(dtype)).abs() + 1)
-        normaliser = torch.log(c * torch.maximum(query, threshold) + 1) + self.eps
-        x = (distance / normaliser)[..., None]  # (..., 1)
+        shape = torch.broadcast_shapes(query_position.shape, key_position.shape)
+        head_dim = self._head_axis(head, shape)
+        if head_dim is not None:  # every head at once: (nh, P) with P pairs
+            per_head = self._by_class(query_position, key_position, c, threshold, dtype)
+            if per_head is None:
+                x = self._input(query_position, key_position, c, threshold, dtype)
+                per_head = self._all_heads(x)
+            per_head = per_head.reshape(-1, *shape[:head_dim], *shape[head_dim + 1 :])
+            return per_head.movedim(0, head_dim)  # the pairs' shape with nh at head_dim
+        x = self._input(query_position, key_position, c, threshold, dtype)[..., None]  # (..., 1)
         hidden = torch.relu(x * self.hidden.weight[:, 0].to(dtype) + self.hidden.bias.to(dtype))
         per_head = hidden @ self.out.weight.to(dtype).T + self.out.bias.to(dtype)  # (..., nh)
         shape = torch.broadcast_shapes(per_head.shape[:-1], head.shape)
         index = head.long().expand(shape)[..., None]  # (..., 1)
         return per_head.expand(*shape, per_head.shape[-1]).gather(-1, index)[..., 0]
+
+    def _input(self, query_position, key_position, c, threshold, dtype) -> torch.Tensor:
+        """The MLP's input psi(|i - j|) / (psi(max(i, L)) + eps), broadcast over the pairs."""
+        query = query_position.to(dtype)
+        distance = torch.log(c * (query - key_position.to(dtype)).abs() + 1)
+        normaliser = torch.log(c * torch.maximum(query, threshold) + 1) + self.eps
+        return distance / normaliser
+
+    def _head_axis(self, head: torch.Tensor, shape: torch.Size) -> int | None:
+        """The axis along which `head` is 0, 1, ..., nh - 1 while the pairs' `shape` is 1 there
+        (the decoder's (1, nh, 1, 1) head index), or None. Reads values: eager only."""
+        if torch.compiler.is_compiling() or head.dim() != len(shape):
+            return None
+        axes = [axis for axis, size in enumerate(head.shape) if size != 1]
+        n_head = self.out.out_features
+        if len(axes) != 1 or head.shape[axes[0]] != n_head or shape[axes[0]] != 1:
+            return None
+        if not torch.equal(head.flatten(), torch.arange(n_head, device=head.device)):
+            return None
+        return axes[0]
+
+    def _all_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(...) inputs -> (nh, P) outputs of every head, P = x.numel().
+
+        The same MLP as `score_bias` with the inputs as columns: [x; 1] (2, P) -> relu(W1 [x; 1])
+        (width, P) -> W2 h + b2 (nh, P): matrix products and one elementwise pass, and no
+        per-head gather (whose backward scatters into an nh x nh x P tensor).
+        """
+        pairs = x.reshape(1, -1)  # (1, P)
+        inputs = torch.cat((pairs, torch.ones_like(pairs)), 0)  # (2, P)
+        dtype = x.dtype
+        first = torch.cat((self.hidden.weight, self.hidden.bias[:, None]), 1).to(dtype)  # (W, 2)
+        hidden = torch.relu(first @ inputs)  # (W, P)
+        return torch.addmm(self.out.bias.to(dtype)[:, None], self.out.weight.to(dtype), hidden)
+
+    def _by_class(self, query_position, key_position, c, threshold, dtype) -> torch.Tensor | None:
+        """(nh, P) biases from the MLP evaluated once per distinct input, or None.
+
+        For integer positions the input depends on the pair only through d = |i - j| and the
+        normaliser's argument max(i, L), which every query below L shares. The MLP runs once per
+        (class, d) (classes: each query position >= L, plus one for all below L; per class the
+        distances 0 .. its queries' farthest key, a ragged grid flattened) and each pair reads
+        its value; the inputs are computed by the same operations as per pair, so the values are
+        the same. With positions 0 .. T - 1: T evaluations for T <= L; for T = 1024, L = 512,
+        394k instead of 1.05M. None (evaluate per pair) for real-valued positions or when the
+        grid would not be smaller than the pairs (a cache, positions far apart).
+        """
+        if query_position.is_floating_point() or key_position.is_floating_point():
+            return None
+        distance = (query_position - key_position).abs()  # (...) the pairs, integer
+        pairs = distance.numel()
+        if pairs == 0:
+            return None
+        # queries below L share psi(L): class -1 (exactly at L: its own class, as maximum's
+        # gradient splits there)
+        below = query_position.to(dtype) < threshold.detach()
+        classes, row_class = torch.unique(
+            torch.where(below, -1, query_position), return_inverse=True
+        )  # (C,), the query positions' shape
+        # per class, the distances 0 .. its queries' farthest key (a ragged grid, flattened)
+        query_shape = (1,) * (distance.dim() - query_position.dim()) + query_position.shape
+        key_axes = [
+            axis for axis, size in enumerate(distance.shape) if size != 1 and query_shape[axis] == 1
+        ]
+        farthest = distance.amax(key_axes, keepdim=True) if key_axes else distance
+        spans = torch.zeros(classes.numel(), dtype=torch.long, device=distance.device)
+        spans.scatter_reduce_(0, row_class.flatten(), farthest.flatten() + 1, "amax")  # (C,)
+        evaluations = int(spans.sum())
+        if evaluations >= pairs:
+            return None
+        starts = spans.cumsum(0) - spans  # (C,) where each class's distances begin
+        entry_class = torch.repeat_interleave(spans)  # (U,) class of each grid entry
+        steps = torch.arange(evaluations, device=distance.device) - starts[entry_class]  # (U,) d
+        normaliser = torch.log(c * torch.maximum(classes.to(dtype), threshold) + 1) + self.eps
+        grid = torch.log(c * steps.to(dtype) + 1) / normaliser[entry_class]  # (U,)
+        per_class = self._all_heads(grid)  # (nh, U)
+        index = starts[row_class.view(query_shape)] + distance  # (...): entry of each pair
+        return per_class.index_select(1, index.flatten())  # (nh, P)

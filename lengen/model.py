@@ -423,7 +423,7 @@ class Decoder(nn.Module):
                 distance = torch.arange(length, device=query_positions.device)[None, :]
                 head = torch.arange(self.n_head, device=query_positions.device)[:, None]
                 table = encoding.score_bias(head, distance, torch.zeros_like(distance))  # (nh, T)
-                bias = distance_bias(table).to(dtype)  # (1, nh, T, T)
+                bias = distance_bias(table.to(dtype))  # (1, nh, T, T); keeps the table mark
             elif encoding.has_score_bias:
                 shared = shared_rows(query_positions) and shared_rows(key_positions)
                 rows = slice(0, 1) if shared else slice(None)

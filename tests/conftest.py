@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import textwrap
 from pathlib import Path
 
@@ -15,6 +17,18 @@ from lengen.plugins import discover
 # subprocesses (the `lengen` command) inherit the variable.
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
+
+
+def load_scale_ladder():
+    """scripts/scale_ladder.py as the module `scale_ladder`, registered in sys.modules: it
+    defines a Lightning callback, and jsonargparse imports every Callback subclass's module when
+    a later test in the same process resolves `trainer.callbacks` (else: a warning)."""
+    path = Path(__file__).resolve().parent.parent / "scripts" / "scale_ladder.py"
+    spec = importlib.util.spec_from_file_location("scale_ladder", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["scale_ladder"] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_distribution(root: Path, name: str, entry_points: str, modules: dict[str, str]) -> Path:

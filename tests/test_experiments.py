@@ -3,20 +3,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_scale_ladder
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("scale_ladder", ROOT / "scripts/scale_ladder.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def read_rows(runs: Path) -> list[dict]:
@@ -25,7 +18,7 @@ def read_rows(runs: Path) -> list[dict]:
 
 def test_defaults_keep_the_ladder():
     """No --experiment: the ladder's folder, tasks, encodings and output paths, as before."""
-    ladder = load_script()
+    ladder = load_scale_ladder()
     args = ladder.parse_args([])
     assert (args.experiment, args.tasks, args.runs, args.out) == (
         "ladder",
@@ -44,7 +37,7 @@ def test_defaults_keep_the_ladder():
 
 def test_arithmetic_toy_grid(tmp_path, monkeypatch):
     monkeypatch.setenv("LENGEN_CACHE_DIR", str(tmp_path / "cache"))
-    ladder = load_script()
+    ladder = load_scale_ladder()
     runs = tmp_path / "runs"
     argv = ["--experiment", "arithmetic", "--tasks", "addition", "addition_hints",
             "--encodings", "nope", "abacus", "--seeds", "0", "--runs", str(runs),
@@ -87,7 +80,7 @@ def test_arithmetic_toy_grid(tmp_path, monkeypatch):
 
 def test_ruler_toy_grid_with_depth(tmp_path, monkeypatch):
     monkeypatch.setenv("LENGEN_CACHE_DIR", str(tmp_path / "cache"))
-    ladder = load_script()
+    ladder = load_scale_ladder()
     runs = tmp_path / "runs"
     argv = ["--experiment", "ruler", "--tasks", "niah_single", "common_words",
             "--encodings", "alibi", "--seeds", "0", "--runs", str(runs),
@@ -136,7 +129,7 @@ def test_ruler_toy_grid_with_depth(tmp_path, monkeypatch):
 
 
 def test_bad_experiment_or_task_is_one_line(capsys):
-    ladder = load_script()
+    ladder = load_scale_ladder()
     with pytest.raises(SystemExit):
         ladder.main(["--experiment", "bogus"])
     err = capsys.readouterr().err.strip().splitlines()[-1]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 from pathlib import Path
 
 import pytest
+from conftest import load_scale_ladder
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--steps", "4", "--set", "trainer.val_check_interval=2",
@@ -15,16 +15,9 @@ TINY = ["--steps", "4", "--set", "trainer.val_check_interval=2",
         "--set", "data.init_args.eval_lengths=[20, 21, 30, 40]"]  # fmt: skip
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("scale_ladder", ROOT / "scripts/scale_ladder.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_grid_at_a_few_steps(tmp_path, monkeypatch):
     monkeypatch.setenv("LENGEN_CACHE_DIR", str(tmp_path / "cache"))
-    ladder = load_script()
+    ladder = load_scale_ladder()
     runs = tmp_path / "runs"
     argv = ["--tasks", "copy", "--encodings", "alibi", "--seeds", "0",
             "--runs", str(runs), *TINY]  # fmt: skip
@@ -58,7 +51,7 @@ def test_grid_at_a_few_steps(tmp_path, monkeypatch):
 def test_seed_sets_initialisation_and_data(tmp_path, monkeypatch):
     """seed_everything and data.seed both follow the seed: other validation examples per seed."""
     monkeypatch.setenv("LENGEN_CACHE_DIR", str(tmp_path / "cache"))
-    ladder = load_script()
+    ladder = load_scale_ladder()
     from lengen import api
 
     inputs = []
@@ -77,7 +70,7 @@ def test_seed_sets_initialisation_and_data(tmp_path, monkeypatch):
 def test_ranks_with_ties():
     """Mean ranks (1 = best) on fresh random scores with ties, against the counting definition:
     1 + #(better) + (#(equal) - 1) / 2 (the "average" method of scipy.stats.rankdata)."""
-    ladder = load_script()
+    ladder = load_scale_ladder()
     rng = random.Random()
     for _ in range(50):
         scores = {f"e{i}": rng.choice([0.0, 0.25, 0.5, 1.0]) for i in range(5)}
@@ -88,7 +81,7 @@ def test_ranks_with_ties():
 
 
 def test_bad_input_is_one_line(capsys):
-    ladder = load_script()
+    ladder = load_scale_ladder()
     with pytest.raises(SystemExit):
         ladder.main(["--encodings", "nope", "bogus"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -100,7 +93,7 @@ def test_bad_input_is_one_line(capsys):
 def test_sizes_summary(tmp_path):
     """--sizes: per size, each encoding's unseen exact match at its LAST rung, averaged over
     seeds (checked against the mean computed here), and the order by it; fresh random rows."""
-    ladder = load_script()
+    ladder = load_scale_ladder()
     rng = random.Random()
     lengths = [10, 20, 25, 40]  # train_max_length 20: 25 and 40 are unseen
     expected = {}  # (size, encoding) -> mean unseen exact match at the last rung

@@ -170,7 +170,11 @@ class LengenModule(L.LightningModule):
         self.init_from = init_from  # not a hyperparameter: load_from_checkpoint must not need it
         # logger=False: Lightning would log every argument (and LightningCLI's `_instantiator`)
         # with a placeholder `hp_metric`; lengen logs its own HParams (`_log_run_hparams`).
-        self.save_hyperparameters(ignore=["init_from", "hf_checkpoint"], logger=False)
+        # pos_encoding (an nn.Module) stays in them on purpose: a checkpoint records the encoding
+        # it was trained with (`trained_encoding`), so Lightning's advice to ignore it is muted.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Attribute 'pos_encoding' is an instance")
+            self.save_hyperparameters(ignore=["init_from", "hf_checkpoint"], logger=False)
         architecture = dict(
             vocab_size=vocab_size,
             n_layer=n_layer,

@@ -79,6 +79,17 @@ def test_evaluate_returns_the_results_written_to_the_log_dir(trained):
     assert list((results.out_dir / "checkpoints").glob("*.ckpt"))  # fit and test share the folder
 
 
+def test_building_a_model_warns_nothing():
+    """`build_model` (and LengenModule) keep the encoding in the hyperparameters on purpose,
+    without Lightning's warning about it: every warning is recorded here, none filtered."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lengen.build_model("RoPE", task="Copy", n_layer=1, d_model=16, n_head=2)
+    assert [str(w.message) for w in caught] == []
+
+
 def test_a_trainer_that_would_write_into_the_current_directory_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     model = lengen.build_model("NoPE", task="Copy", n_layer=1, d_model=32)

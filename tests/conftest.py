@@ -31,6 +31,21 @@ def load_scale_ladder():
     return module
 
 
+def save_random(model_class, config, folder) -> torch.nn.Module:
+    """A transformers model with every tensor random (norm scales and biases included), saved to
+    `folder` with `save_pretrained`; the import tests' reference."""
+    torch.manual_seed(0)
+    model = model_class(config).float().eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("norm.weight"):
+                parameter.uniform_(0.5, 1.5)
+            else:
+                parameter.normal_(0.0, 0.1)
+    model.save_pretrained(folder)
+    return model
+
+
 def write_distribution(root: Path, name: str, entry_points: str, modules: dict[str, str]) -> Path:
     """Write an installed-looking distribution (a .dist-info folder and its modules) under root."""
     dist_info = root / f"{name.replace('-', '_')}-0.1.dist-info"

@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 from cli_run import lengen as lengen_cli
+from conftest import save_random
 
 transformers = pytest.importorskip("transformers")
 
@@ -83,20 +84,6 @@ CASES = [
         lambda: YaRN(scale=4.0, original_max_length=MAX_POSITIONS),
     ),
 ]  # fmt: skip
-
-
-def save_random(model_class, config, folder) -> torch.nn.Module:
-    """A transformers model with every tensor random (norm scales and biases included)."""
-    torch.manual_seed(0)
-    model = model_class(config).float().eval()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("norm.weight"):
-                parameter.uniform_(0.5, 1.5)
-            else:
-                parameter.normal_(0.0, 0.1)
-    model.save_pretrained(folder)
-    return model
 
 
 @pytest.mark.parametrize("name,model_class,make_config,make_encoding", CASES,

@@ -15,6 +15,7 @@ import math
 
 import pytest
 import torch
+from conftest import save_random
 
 transformers = pytest.importorskip("transformers")
 
@@ -43,20 +44,6 @@ def random_factors(generator: torch.Generator) -> dict:
     short = 1.0 + 0.3 * torch.rand(PAIRS, generator=generator, dtype=torch.float64)
     long = 1.0 + 7.0 * torch.rand(PAIRS, generator=generator, dtype=torch.float64)
     return {"short_factor": short.tolist(), "long_factor": long.tolist()}
-
-
-def save_random(model_class, config, folder) -> torch.nn.Module:
-    """A transformers model with every tensor random (norm scales included), saved to `folder`."""
-    torch.manual_seed(0)
-    model = model_class(config).float().eval()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("norm.weight"):
-                parameter.uniform_(0.5, 1.5)
-            else:
-                parameter.normal_(0.0, 0.1)
-    model.save_pretrained(folder)
-    return model
 
 
 def assert_same_logits(module: LengenModule, reference: torch.nn.Module) -> None:

@@ -12,6 +12,7 @@ import json
 
 import pytest
 import torch
+from conftest import save_random
 
 transformers = pytest.importorskip("transformers")
 
@@ -60,20 +61,6 @@ ROPES = {
         8 * ORIGINAL, "RoPELlama3",
     ),
 }  # fmt: skip
-
-
-def save_random(model_class, config, folder) -> torch.nn.Module:
-    """A transformers model with every tensor random (norm scales included), saved to `folder`."""
-    torch.manual_seed(0)
-    model = model_class(config).float().eval()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("norm.weight"):
-                parameter.uniform_(0.5, 1.5)
-            else:
-                parameter.normal_(0.0, 0.1)
-    model.save_pretrained(folder)
-    return model
 
 
 def make_config(model: str, rope: str):

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from cli_run import refused
 
 from lengen.cli import main
 from lengen.plugins import GROUPS, discover
@@ -63,18 +64,6 @@ def text_run(root: Path, corpus: Path | str, *extra: str) -> list[str]:
         "--data.init_args.cache_dir", str(root / "cache"),
         *extra,
     ]  # fmt: skip
-
-
-def refused(args: list[str], capsys) -> str:
-    """Run `lengen args`; assert exit 2, one `lengen: error:` line, no traceback; return it."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code == 2
-    stderr = capsys.readouterr().err
-    errors = [line for line in stderr.splitlines() if line.startswith("lengen: error: ")]
-    assert len(errors) == 1, stderr
-    assert "Traceback" not in stderr
-    return errors[0]
 
 
 def assert_nothing_written(root: Path) -> None:

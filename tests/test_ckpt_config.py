@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_run import refused
 
 from lengen.cli import main
 from lengen.lightning_cli import given_model_keys
@@ -89,18 +90,6 @@ def run_test(root: Path, checkpoint: Path, *args: str) -> dict:
           "--ckpt_path", str(checkpoint)])  # fmt: skip
     (path,) = root.rglob("results.json")
     return json.loads(path.read_text())
-
-
-def refused(args: list[str], capsys) -> str:
-    """Run `lengen args`; assert exit 2, one `lengen: error:` line, no traceback; return it."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code == 2
-    stderr = capsys.readouterr().err
-    errors = [line for line in stderr.splitlines() if line.startswith("lengen: error: ")]
-    assert len(errors) == 1, stderr
-    assert "Traceback" not in stderr
-    return errors[0]
 
 
 # SelfExtend around the trained RoPE: an evaluation-time wrapper (docs/concepts/).

@@ -36,24 +36,27 @@ class Task:
         """Return (input symbols, target symbols) for an instance of the requested `length`."""
         raise NotImplementedError
 
+    def __setattr__(self, name: str, value) -> None:
+        if not name.startswith("_"):  # a constructor argument changed: rebuild the symbol table
+            self.__dict__.pop("_symbol_table_cache", None)
+        super().__setattr__(name, value)
+
     def _symbol_cache(self) -> tuple[tuple[str, ...], dict[str, int]]:
         """(symbols, symbol -> token id), built on first use and kept on the instance.
 
         Subclasses often compute `symbols` in a property (a new tuple per access), and encoding
-        used to search it per token. The cache is keyed by the constructor arguments (the public
-        attributes), so changing one after construction rebuilds it. It lives in a private
-        attribute, which `identity` leaves out.
+        used to search it per token. Setting a public attribute (a constructor argument) drops
+        the cache, so it is rebuilt; it lives in a private attribute, which `identity` leaves out.
         """
-        arguments = self._arguments()
         cache = self.__dict__.get("_symbol_table_cache")
-        if cache is None or cache[0] != arguments:
+        if cache is None:
             symbols = tuple(self.symbols)
             ids: dict[str, int] = {}
             for index, symbol in enumerate(symbols):
                 ids.setdefault(symbol, len(SPECIAL_TOKENS) + index)  # first match, as tuple.index
-            cache = (arguments, symbols, ids)
+            cache = (symbols, ids)
             self.__dict__["_symbol_table_cache"] = cache
-        return cache[1], cache[2]
+        return cache
 
     @property
     def symbol_table(self) -> tuple[str, ...]:

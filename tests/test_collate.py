@@ -1,4 +1,4 @@
-"""`collate_examples` (lists padded in Python, one tensor per field) against a plain reference that
+"""`collate_examples` (one flat list per field, one copy into a tensor) against a plain reference that
 fills each position from its definition, on fresh random examples of mixed lengths."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""`collate_examples` (one flat list per field, one copy into a tensor) against a plain reference that
-fills each position from its definition, on fresh random examples of mixed lengths."""
+"""`collate_examples` (one flat list per field, one copy into a tensor) against a plain reference
+that fills each position from its definition, on fresh random examples of mixed lengths."""
 
 from __future__ import annotations
 

@@ -79,9 +79,9 @@ def collate_examples(examples: list[Example]) -> EvalBatch:
         input_ids=long_tensor(inputs, rows),  # (B, T)
         labels=long_tensor(labels, rows),  # (B, T)
         targets=long_tensor(targets, rows),  # (B, max target length)
-        prompt_lengths=long_tensor([len(example.prompt) for example in examples], rows).view(-1),
-        target_lengths=long_tensor([len(example.target) for example in examples], rows).view(-1),
-        lengths=long_tensor([example.length for example in examples], rows).view(-1),
+        prompt_lengths=torch.tensor([len(example.prompt) for example in examples]),
+        target_lengths=torch.tensor([len(example.target) for example in examples]),
+        lengths=torch.tensor([example.length for example in examples]),
     )
 
 

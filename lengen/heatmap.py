@@ -127,7 +127,8 @@ def figure_heatmap(table: dict[str, dict[int, list[float]]], metric: str) -> Fig
 
     lengths, labels = _lengths(table), list(table)
     grid = [[_cell(table[label].get(n)) for n in lengths] for label in labels]
-    figure = Figure(figsize=(1.2 + 0.8 * len(lengths), 1.2 + 0.5 * len(labels)))
+    label_inches = 0.08 * max(len(label) for label in labels)  # room for the row labels
+    figure = Figure(figsize=(2.0 + label_inches + 0.8 * len(lengths), 1.2 + 0.5 * len(labels)))
     axes = figure.subplots()
     image = axes.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
     axes.set_xticks(range(len(lengths)), [str(n) for n in lengths])

@@ -21,21 +21,21 @@ docs/figures/scale_ladder):
   (addition.yaml: reversed digits, no index hints, the format Abacus and position coupling
   need); addition_hints.yaml adds index hints for NoPE, RoPE, FIRE only (the grid leaves out
   Abacus and position coupling there). Exact match. 2 layers, d_model 64, batch 64, 10000 steps,
-  rungs every 2500. 24 runs; about 12 min each here, so about 5 h in one process, or
+  rungs every 2500. 24 runs; 5-13 min each here, so about 3 h in one process, or
       OMP_NUM_THREADS=1 python scripts/scale_ladder.py --experiment arithmetic --tasks addition
       OMP_NUM_THREADS=1 python scripts/scale_ladder.py --experiment arithmetic \\
-          --tasks addition_hints                   # in parallel: about 3 h and 2.5 h
+          --tasks addition_hints                   # in parallel: about 1.5 h each
   Calibration (why these settings): configs/experiments/arithmetic/base.yaml.
 - ruler (experiment 3, issue #17): the seven RULER tasks (byte level) with the five base
   encodings, trained on contexts of up to 384 bytes, tested at 1x-4x (384-1536 bytes) with
   RULER's string match (all; part beside it); after the last rung each NIAH run is also tested
   with its needles at the start / middle / end of the context (results.json under
   RUN/depth/<location>/, `lengen heatmap` input) and --summarise adds `lengen heatmap`'s table
-  and figure per NIAH task (OUT/<task>_depth/). 2 layers, d_model 64, batch 16, 2000 steps,
-  rungs at 1000 and 2000. 105 runs; about 16 min each here, so about 28 h in one process, or one
-  process per task (about 4 h each, 7 processes):
+  and figure per NIAH task (OUT/<task>_depth/). 2 layers, d_model 64, batch 16, 4000 steps,
+  rungs every 1000. 105 runs; 14-19 min each here, so about 30 h in one process, or one
+  process per task (about 4.5 h each, 7 processes):
       OMP_NUM_THREADS=1 python scripts/scale_ladder.py --experiment ruler --tasks niah_single
-  Calibration (timing only): configs/experiments/ruler/base.yaml.
+  Calibration and what was measured: configs/experiments/ruler/base.yaml.
 Wall times are for this 2-core VM while two other training processes ran (one thread each);
 each grid resumes, and --stop-at cuts it between runs.
 

@@ -47,7 +47,7 @@ def long_tensor(flat: list[int], rows: int) -> torch.Tensor:
     """A flat list of ints -> a (rows, len(flat) // rows) int64 tensor.
 
     Goes through `array.array`, which converts the list in one C loop; `torch.tensor` on nested
-    lists checks every element and cost about 2.5x more at quickstart sizes (docs/performance.md).
+    lists checks every element and took about 2.5x longer for a quickstart batch's fields.
     The clone owns its memory (the view of the array's buffer cannot be resized or shared with
     DataLoader workers).
     """

@@ -61,6 +61,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -324,9 +325,10 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
-def ranks(scores: dict[str, float]) -> dict[str, float]:
-    """Rank 1 = best; tied scores share the mean of their ranks."""
-    ordered = sorted(scores, key=lambda e: -scores[e])
+def ranks(scores: dict[str, Any]) -> dict[str, float]:
+    """Rank 1 = best (highest score; a score may be a tuple, compared in order); tied scores
+    share the mean of their ranks."""
+    ordered = sorted(scores, key=lambda e: scores[e], reverse=True)
     out: dict[str, float] = {}
     i = 0
     while i < len(ordered):
@@ -337,6 +339,16 @@ def ranks(scores: dict[str, float]) -> dict[str, float]:
             out[e] = (i + j) / 2 + 1
         i = j + 1
     return out
+
+
+def ordering(rank_keys: dict[str, tuple[float, ...]]) -> str:
+    """"A > B = C": encodings from best to worst rank; equal keys (a tie) joined by "="."""
+    ordered = sorted(rank_keys, key=lambda e: rank_keys[e])
+    text = LABELS.get(ordered[0], ordered[0])
+    for before, encoding in zip(ordered, ordered[1:]):
+        sign = "=" if rank_keys[encoding] == rank_keys[before] else ">"
+        text += f" {sign} {LABELS.get(encoding, encoding)}"
+    return text
 
 
 def fmt(mean: float, std: float) -> str:
@@ -420,10 +432,8 @@ def summarise(args: argparse.Namespace) -> None:
                     + f" | {fmt(*em[encoding])} | {fmt(*tok[encoding])} | {rank_em[encoding]:g}"
                     f" | {rank_tok[encoding]:g} |"
                 )  # fmt: skip
-            order = " > ".join(LABELS.get(e, e) for e in sorted(tok, key=lambda e: rank_tok[e]))
-            em_order = " > ".join(
-                LABELS.get(e, e) for e in sorted(em, key=lambda e: (rank_em[e], rank_tok[e]))
-            )
+            order = ordering({e: (rank_tok[e],) for e in tok})
+            em_order = ordering({e: (rank_em[e], rank_tok[e]) for e in em})
             changed = "" if previous is None else (
                 " (same as the rung below)" if order == previous
                 else " (changed from the rung below)")  # fmt: skip
@@ -547,17 +557,14 @@ def summarise_sizes(args: argparse.Namespace) -> None:
         )
         lines.append("| encoding | " + " | ".join(label for label, _, _ in columns) + " |")
         lines.append("|---|" + "---:|" * len(columns))
-        orders = []
-        for score in scores:
-            ordered = sorted(score, key=lambda e: (-round(score[e][0], 4), -round(score[e][1], 4)))
-            orders.append(ordered)
+        size_ranks = [ranks({e: (round(v[0], 4), round(v[1], 4)) for e, v in score.items()})
+                      for score in scores]  # fmt: skip
         for encoding in args.encodings:
-            cells = [str(order.index(encoding) + 1) if encoding in order else "-"
-                     for order in orders]  # fmt: skip
+            cells = [f"{rank[encoding]:g}" if encoding in rank else "-" for rank in size_ranks]
             lines.append(f"| {LABELS.get(encoding, encoding)} | " + " | ".join(cells) + " |")
         lines.append("")
-        for (label, _, _), order in zip(columns, orders):
-            lines.append(f"- {label}: " + " > ".join(LABELS.get(e, e) for e in order))
+        for (label, _, _), rank in zip(columns, size_ranks):
+            lines.append(f"- {label}: " + ordering({e: (r,) for e, r in rank.items()}))
         lines.append("")
         figure, axes = plt.subplots(1, 2, figsize=(8, 3.3))
         for encoding in args.encodings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,23 @@ def test_ranks_with_ties():
             better = sum(v > value for v in scores.values())
             equal = sum(v == value for v in scores.values())
             assert ladder.ranks(scores)[name] == 1 + better + (equal - 1) / 2
+
+
+def test_ordering_marks_ties():
+    """The "Order by" line: best to worst, ">" between different scores, "=" between tied ones,
+    checked on fresh random scores against the ranks' definition."""
+    ladder = load_scale_ladder()
+    rng = random.Random()
+    for _ in range(50):
+        scores = {e: rng.choice([0.0, 0.5, 1.0]) for e in ladder.ENCODINGS}
+        rank = ladder.ranks(scores)
+        text = ladder.ordering({e: (r,) for e, r in rank.items()})
+        names = {ladder.LABELS[e]: e for e in scores}
+        parts = re.split(r" ([>=]) ", text)  # name, sign, name, sign, ...
+        assert sorted(names[p] for p in parts[::2]) == sorted(scores)
+        for before, sign, after in zip(parts[::2], parts[1::2], parts[2::2]):
+            a, b = scores[names[before]], scores[names[after]]
+            assert (sign, a >= b) == ("=" if a == b else ">", True)
 
 
 def test_bad_input_is_one_line(capsys):

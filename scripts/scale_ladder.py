@@ -342,7 +342,7 @@ def ranks(scores: dict[str, Any]) -> dict[str, float]:
 
 
 def ordering(rank_keys: dict[str, tuple[float, ...]]) -> str:
-    """"A > B = C": encodings from best to worst rank; equal keys (a tie) joined by "="."""
+    """Encodings from best to worst rank, as "A > B = C"; equal keys (a tie) joined by "="."""
     ordered = sorted(rank_keys, key=lambda e: rank_keys[e])
     text = LABELS.get(ordered[0], ordered[0])
     for before, encoding in zip(ordered, ordered[1:]):

@@ -37,9 +37,19 @@ class Task:
         raise NotImplementedError
 
     def __setattr__(self, name: str, value) -> None:
-        if not name.startswith("_"):  # a constructor argument changed: rebuild the symbol table
+        if not name.startswith("_"):  # a constructor argument changed: drop what derives from it
             self.__dict__.pop("_symbol_table_cache", None)
+            self.__dict__.pop("_min_length_cache", None)
         super().__setattr__(name, value)
+
+    def _min_length(self) -> int:
+        """`min_length`, computed once per instance: a subclass may compute it in a property
+        that searches (RulerFrequentWords: about 20 ms), and every example checks it. Dropped,
+        like the symbol table, when a public attribute is set."""
+        cached = self.__dict__.get("_min_length_cache")
+        if cached is None:
+            cached = self.__dict__["_min_length_cache"] = self.min_length
+        return cached
 
     def _symbol_cache(self) -> tuple[tuple[str, ...], dict[str, int]]:
         """(symbols, symbol -> token id), built on first use and kept on the instance.
@@ -85,10 +95,9 @@ class Task:
         return [vocab[i] for i in token_ids]
 
     def make_example(self, length: int, rng: random.Random) -> Example:
-        if length < self.min_length:
-            raise ValueError(
-                f"{type(self).__name__} needs length >= {self.min_length}, got {length}"
-            )
+        min_length = self._min_length()
+        if length < min_length:
+            raise ValueError(f"{type(self).__name__} needs length >= {min_length}, got {length}")
         inputs, target = self.generate(length, rng)
         return Example(
             prompt=[BOS, *self.encode(inputs), SEP],

@@ -263,3 +263,26 @@ def test_launcher_reports_bad_input_as_the_cli_does(tmp_path) -> None:
     assert full.stdout.strip().endswith("exit: 2")
     assert light.stderr.startswith("lengen: error: ") and light.stderr.count("\n") == 1
     assert light.stderr == full.stderr
+
+
+@pytest.mark.parametrize(("name", "task"), task_instances(), ids=task_id)
+def test_cached_min_length_equals_the_property(name: str, task: Task) -> None:
+    """make_example checks lengths against `min_length` computed once; the property is the
+    reference, recomputed here on every call."""
+    for _ in range(2):  # the first call fills the cache, the second reads it
+        with pytest.raises(ValueError, match=f"needs length >= {task.min_length}, "):
+            task.make_example(task.min_length - 1, random.Random(0))
+    assert task._min_length() == task.min_length
+    assert "_min_length_cache" not in task.identity()
+
+
+def test_min_length_cache_follows_changed_arguments() -> None:
+    from lengen_plugins.tasks.ruler_aggregation import RulerFrequentWords
+
+    task = RulerFrequentWords(word_letters=3)
+    short = task.min_length
+    task.make_example(short, random.Random(0))
+    task.word_letters = 12  # longer words need more bytes: the old minimum is now refused
+    assert task.min_length > short
+    with pytest.raises(ValueError, match=f"needs length >= {task.min_length}, got {short}"):
+        task.make_example(short, random.Random(0))

@@ -183,10 +183,11 @@ def generate(
     max_new_tokens: int = 64,
     use_cache: bool = True,
 ) -> str:
-    """Greedy continuation of an input (`task` symbols, a list or a space-separated string),
-    laid out as the task lays it out (`BOS input SEP`), up to EOS or `max_new_tokens`;
-    returns the generated symbols, space-separated."""
-    symbols = prompt.split() if isinstance(prompt, str) else list(prompt)
+    """Greedy continuation of an input (`task` symbols as a list, or a string read by
+    `task.from_text`: space-separated symbols, or text for the byte tasks), laid out as the task
+    lays it out (`BOS input SEP`), up to EOS or `max_new_tokens`; returns the generated symbols
+    as `task.to_text` writes them."""
+    symbols = task.from_text(prompt) if isinstance(prompt, str) else list(prompt)
     unknown = sorted(set(symbols) - set(task.symbols))
     if unknown:
         raise ValueError(f"symbols {unknown} are not in {type(task).__name__}'s vocabulary")
@@ -208,4 +209,4 @@ def generate(
         model.train(was_training)
     if EOS in generated:
         generated = generated[: generated.index(EOS)]
-    return " ".join(task.decode(generated))
+    return task.to_text(task.decode(generated))

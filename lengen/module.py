@@ -424,9 +424,9 @@ class LengenModule(L.LightningModule):
             records.append(
                 {
                     "length": length,
-                    "input": " ".join(task.decode(row[1 : prompt_length - 1])),  # no BOS, SEP
-                    "target": " ".join(task.decode([t for t in target if t != PAD])),
-                    "generated": " ".join(task.decode([t for t in generation if t != PAD])),
+                    "input": task.to_text(task.decode(row[1 : prompt_length - 1])),  # no BOS, SEP
+                    "target": task.to_text(task.decode([t for t in target if t != PAD])),
+                    "generated": task.to_text(task.decode([t for t in generation if t != PAD])),
                     "exact_match": generation == target,
                 }
             )

@@ -94,6 +94,15 @@ class Task:
         vocab = self.vocab
         return [vocab[i] for i in token_ids]
 
+    def to_text(self, symbols: list[str]) -> str:
+        """Symbols as one readable string (predictions.jsonl, `lengen.generate`): space-separated
+        here; text tasks join their bytes instead."""
+        return " ".join(symbols)
+
+    def from_text(self, text: str) -> list[str]:
+        """The inverse of `to_text`: a prompt typed as a string -> symbols."""
+        return text.split()
+
     def make_example(self, length: int, rng: random.Random) -> Example:
         min_length = self._min_length()
         if length < min_length:

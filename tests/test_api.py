@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch import Trainer
 
 import lengen
-from lengen.task import BOS, EOS, SEP
+from lengen.task import BOS, EOS, SEP, SPECIAL_TOKENS
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DATA = dict(
@@ -128,6 +128,30 @@ def test_generate_matches_a_plain_greedy_loop(trained):
         assert got == " ".join(task.decode(expected))
     with pytest.raises(ValueError, match="vocabulary"):
         lengen.generate(model, "not-a-symbol", task)
+
+
+def test_generate_reads_and_writes_a_text_task_as_text():
+    """Byte tasks: the prompt string is UTF-8 text and the answer is text (a special token by
+    its name); against the ids of the prompt's UTF-8 bytes run through the plain loop (an
+    untrained model, fresh weights)."""
+    from lengen_plugins.tasks.passkey import Passkey
+
+    task = Passkey()
+    model = lengen.build_model("NoPE", task=task, n_layer=1, d_model=32)
+    model.eval()
+    prompt = "The pass key is 4821. Où est-il? "
+    prompt_ids = [BOS, *(len(SPECIAL_TOKENS) + byte for byte in prompt.encode("utf-8")), SEP]
+    with torch.no_grad():
+        expected_ids = reference_greedy(model, prompt_ids, 10)
+    expected, run = "", b""
+    for token_id in expected_ids:
+        if token_id < len(SPECIAL_TOKENS):
+            expected += run.decode("utf-8", errors="replace") + SPECIAL_TOKENS[token_id]
+            run = b""
+        else:
+            run += bytes([token_id - len(SPECIAL_TOKENS)])
+    expected += run.decode("utf-8", errors="replace")
+    assert lengen.generate(model, prompt, task=task, max_new_tokens=10) == expected
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (REPO / "examples").glob("*.py")))

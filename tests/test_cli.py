@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,23 @@ def test_predict_writes_one_line_per_test_example(fitted):
     for record in records:
         assert record["target"] == record["input"] + " <eos>"  # the Copy task
         assert record["exact_match"] == (record["generated"] == record["target"])
+
+
+def test_predict_writes_a_text_task_as_text(tmp_path):
+    """Passkey's records read as text, not one byte per space: the key found in the input is
+    the target (an untrained model: only the layout is checked)."""
+    result = lengen(
+        "predict", *tiny(tmp_path), "--data.init_args.task", "Passkey",
+        "--data.init_args.train_min_length", "100", "--data.init_args.train_max_length", "120",
+        "--data.init_args.eval_lengths", "[120]", "--data.init_args.test_examples_per_length", "3",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    path = Path(result.stdout.split("predictions: ")[1].split()[0])
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(records) == 3
+    for record in records:
+        key = re.search(r"The pass key is (\d+)\. Remember it\. \1 is", record["input"])
+        assert key is not None, record["input"]
+        assert record["input"].endswith("What is the pass key? The pass key is ")
+        assert record["target"] == key.group(1) + "<eos>"

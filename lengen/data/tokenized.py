@@ -98,6 +98,10 @@ class TokenizedTask(Task):
         """Each id as the text it stands for (joined, they read as the decoded string)."""
         return [self._tokenizer.decode([token_id]) for token_id in token_ids]
 
+    def to_text(self, symbols: list[str]) -> str:
+        """The decoded tokens (`decode`) joined: the text they stand for."""
+        return "".join(symbols)
+
     def encode(self, symbols: list[str]) -> list[int]:
         """Byte symbols -> token ids of their UTF-8 text (no special tokens)."""
         return self._tokenizer(self._text(symbols), add_special_tokens=False)["input_ids"]

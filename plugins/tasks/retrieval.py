@@ -66,3 +66,20 @@ class ByteTask(Task):
     def encode(self, symbols: list[str]) -> list[int]:
         offset = len(SPECIAL_TOKENS)
         return [offset + ord(symbol) for symbol in symbols]
+
+    def to_text(self, symbols: list[str]) -> str:
+        """The bytes as UTF-8 text (an invalid sequence becomes U+FFFD); a special token
+        (`<eos>`) keeps its name."""
+        special = set(SPECIAL_TOKENS)
+        pieces, run = [], []
+        for symbol in symbols:
+            if symbol in special:
+                pieces += [to_bytes(run).decode("utf-8", errors="replace"), symbol]
+                run = []
+            else:
+                run.append(symbol)
+        return "".join([*pieces, to_bytes(run).decode("utf-8", errors="replace")])
+
+    def from_text(self, text: str) -> list[str]:
+        """A string -> its UTF-8 bytes as symbols."""
+        return to_symbols(text.encode("utf-8"))

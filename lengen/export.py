@@ -4,8 +4,11 @@ Only configurations that `transformers` computes exactly are exported; the rest 
 line naming what has no equivalent (nothing is written then):
 
 - the RoPE family (RoPE, RoPENTK, RoPELinear, RoPEDynamicNTK, YaRN with ramp="dimension",
-  RoPELlama3), rotary_dim = head_dim, with norm=rmsnorm and mlp=swiglu -> `LlamaForCausalLM`
-  (RoPENTK as plain RoPE with the NTK base; biases -> attention_bias and mlp_bias);
+  RoPELlama3, LongRoPE), rotary_dim = head_dim, with norm=rmsnorm and mlp=swiglu ->
+  `LlamaForCausalLM` (RoPENTK as plain RoPE with the NTK base; biases -> attention_bias and
+  mlp_bias). LongRoPE picks its factors per row, transformers per call (the longest row): the
+  same whenever a batch's rows have one length, as in `generate`; a fixed set (factors="short"
+  or "long") exports as both lists equal;
 - Learned absolute positions with norm=layernorm and mlp=gelu -> `GPT2LMHeadModel`
   (activation "gelu", the exact GELU lengen uses; bias-free linears get zero biases).
 
@@ -32,6 +35,7 @@ ROPE_TYPES = {  # lengen class name -> transformers rope_type
     "RoPEDynamicNTK": "dynamic",
     "YaRN": "yarn",
     "RoPELlama3": "llama3",
+    "LongRoPE": "longrope",
 }
 
 
@@ -101,6 +105,19 @@ def rope_parameters(encoding) -> dict:
         )
         if encoding.attention_factor is not None:
             rope["attention_factor"] = float(encoding.attention_factor)
+    elif name == "LongRoPE":
+        ones = [1.0] * (encoding.rotary_dim // 2)
+        short = list(encoding.short_factor or ones)
+        long = list(encoding.long_factor or ones)
+        if encoding.factors != "auto":  # one fixed set: both lists equal
+            short = long = short if encoding.factors == "short" else long
+        rope.update(
+            short_factor=short,
+            long_factor=long,
+            original_max_position_embeddings=encoding.original_max_length,
+            factor=encoding.scale,
+            attention_factor=encoding.attention_scale(),  # lengen's, explicit
+        )
     elif name == "RoPELlama3":
         rope.update(
             factor=_effective_scale(encoding),

@@ -22,6 +22,7 @@ from lengen.metric import EvalBatch  # noqa: E402
 from lengen.module import LengenModule  # noqa: E402
 from lengen_plugins.positional_encodings.alibi import ALiBi  # noqa: E402
 from lengen_plugins.positional_encodings.learned import Learned  # noqa: E402
+from lengen_plugins.positional_encodings.longrope import LongRoPE  # noqa: E402
 from lengen_plugins.positional_encodings.rope import RoPE  # noqa: E402
 from lengen_plugins.positional_encodings.rope_giraffe import RoPEPartial  # noqa: E402
 from lengen_plugins.positional_encodings.rope_scaling import (  # noqa: E402
@@ -57,6 +58,13 @@ CASES = [
         {**LLAMA},
     ),
     ("llama3", lambda: RoPELlama3(scale=4.0, original_max_length=TRAIN_LENGTH), {**LLAMA}),
+    # LongRoPE (head_dim 8: 4 factors each): the short set up to L0 = 8, the long one beyond.
+    ("longrope", lambda: LongRoPE(short_factor=[1.0, 1.2, 1.7, 2.5], scale=4.0,
+                                  long_factor=[1.0, 3.0, 6.0, 11.0],
+                                  original_max_length=TRAIN_LENGTH), {**LLAMA}),
+    ("longrope-long-only", lambda: LongRoPE(long_factor=[1.5, 2.0, 4.0, 7.0], factors="long",
+                                            original_max_length=TRAIN_LENGTH, scale=2.0,
+                                            attention_factor=1.2), {**LLAMA}),
     ("learned", lambda: Learned(max_length=64), {**GPT2}),
     ("learned-bias-untied", lambda: Learned(max_length=64), {**GPT2, "bias": True,
                                                             "tie_embeddings": False}),

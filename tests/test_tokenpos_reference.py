@@ -261,13 +261,25 @@ def test_default_digit_ids_are_the_digits_of_lengens_arithmetic_tasks(task):
     assert tuple(digits) == Abacus().digit_ids == PositionCoupling().digit_ids
 
 
-def test_a_position_wrapper_passes_the_wrapped_token_positions_through():
-    """RandomizedPositions(Abacus()) in evaluation (ordered positions) is Abacus itself."""
+def _wrappers_of(encoding):
+    """Wrappers that leave an encoding without rotate or bias (Abacus) unchanged in evaluation:
+    ordered positions, or per-pair positions that only a rotation or a bias would read."""
+    from lengen_plugins.positional_encodings.dual_chunk import DualChunkAttention
     from lengen_plugins.positional_encodings.randomized import RandomizedPositions
+    from lengen_plugins.positional_encodings.rerope import ReRoPE
+    from lengen_plugins.positional_encodings.self_extend import SelfExtend
 
+    return [RandomizedPositions(encoding, eval_positions="ordered"),
+            SelfExtend(encoding, group_size=2, window=4), ReRoPE(encoding, window=4),
+            DualChunkAttention(encoding, chunk_size=8, local_window=4)]  # fmt: skip
+
+
+@pytest.mark.parametrize("index", range(4), ids=["randomized", "self-extend", "rerope", "dca"])
+def test_a_wrapper_passes_the_wrapped_token_positions_through(index):
+    """A wrapper around Abacus, in evaluation, is Abacus itself (the digit indices reach it)."""
     torch.manual_seed(1)
-    wrapped = RandomizedPositions(Abacus(), eval_positions="ordered")
-    assert wrapped.has_token_positions and not RandomizedPositions(NoPE()).has_token_positions
+    wrapped = _wrappers_of(Abacus())[index]
+    assert wrapped.has_token_positions and not _wrappers_of(NoPE())[index].has_token_positions
     plain = Decoder(VOCAB, Abacus(), n_layer=2, n_head=2, d_model=16).double().eval()
     around = Decoder(VOCAB, wrapped, n_layer=2, n_head=2, d_model=16).double().eval()
     state = plain.state_dict()

@@ -15,8 +15,8 @@ from torch import nn
 
 from lengen.positional import ModelDims, PositionalEncoding, PositionOutOfRange
 from lengen_plugins.positional_encodings.learned import Learned
-from lengen_plugins.positional_encodings.randomized import _PositionWrapper
 from lengen_plugins.positional_encodings.rope import RoPE
+from lengen_plugins.positional_encodings.wrapper import EncodingWrapper
 
 # lengen's arithmetic tasks (Addition, DecimalMultiplication): the four special tokens
 # (<pad>, <bos>, <sep>, <eos>) take ids 0-3, then the symbols "0".."9" take ids 4-13.
@@ -120,7 +120,7 @@ class Abacus(PositionalEncoding):
         return token_embeddings + self.table(positions).to(token_embeddings.dtype)
 
 
-class PositionCoupling(_PositionWrapper):
+class PositionCoupling(EncodingWrapper):
     """Position coupling: digits of the same significance share a position id (Cho et al. 2024).
 
     Cho, Cha, Awasthi, Bhojanapalli, Gupta, Yun 2024, "Position Coupling: Improving Length
@@ -177,9 +177,6 @@ class PositionCoupling(_PositionWrapper):
     def examples(cls) -> tuple[PositionalEncoding, ...]:
         """For the contract suite: the paper's learned table, and RoPE on the coupled ids."""
         return (cls(), cls(encoding=RoPE()))
-
-    def transform_positions(self, positions: torch.Tensor) -> torch.Tensor:
-        return self.encoding.transform_positions(positions)
 
     def token_positions(self, input_ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """(B, Tk) ids -> (B, Tk) coupled ids s + digit index (s = 0 in evaluation)."""

@@ -1,6 +1,4 @@
-"""Wrappers that reuse another encoding: the shared forwarding, and the per-pair base class.
-
-`EncodingWrapper` forwards every hook to the wrapped encoding; `PairwiseWrapper` adds the
+"""The base class of the per-pair methods, a wrapper (`EncodingWrapper`) that adds the
 per-pair hook (`PositionalEncoding.pairwise_scores`) for methods that give one key different
 positions for different queries (ReRoPE, Self-Extend, Dual Chunk Attention, attention sinks,
 LM-Infinite). They compute "views" with the wrapped encoding's own `pairwise_scores` (its
@@ -11,82 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from lengen.positional import ModelDims, PositionalEncoding
-
-
-def _default_encoding() -> PositionalEncoding:
-    from lengen_plugins.positional_encodings.rope import RoPE
-
-    return RoPE()
-
-
-class EncodingWrapper(PositionalEncoding):
-    """Forwards every hook and class-level property to `encoding` (None means RoPE()).
-
-    Encodings with a contextual bias (CoPE) are refused: their bias is computed from q and k
-    after `rotate` and cannot be re-derived per view or per pair.
-    """
-
-    def __init__(self, encoding: PositionalEncoding | None = None) -> None:
-        super().__init__()
-        if encoding is None:
-            encoding = _default_encoding()
-        name = type(self).__name__
-        if not isinstance(encoding, PositionalEncoding):
-            raise ValueError(
-                f"{name}: encoding must be a PositionalEncoding, not {type(encoding).__name__}"
-            )
-        if encoding.has_contextual_bias:
-            raise ValueError(
-                f"{name}: cannot wrap {type(encoding).__name__} (a contextual bias computed from "
-                "q and k); accepted: encodings with rotate, score_bias or pairwise_scores hooks"
-            )
-        self.encoding = encoding
-
-    @property
-    def is_relative(self) -> bool:
-        return self.encoding.is_relative
-
-    @property
-    def supports_kv_cache(self) -> bool:
-        return self.encoding.supports_kv_cache
-
-    @property
-    def checked_dtypes(self) -> tuple[torch.dtype, ...]:
-        return self.encoding.checked_dtypes
-
-    def bind(self, dims: ModelDims) -> None:
-        super().bind(dims)
-        self.encoding.bind(dims)
-
-    def transform_positions(self, positions: torch.Tensor) -> torch.Tensor:
-        return self.encoding.transform_positions(positions)
-
-    def check_positions(self, max_position: int) -> None:
-        self.encoding.check_positions(max_position)
-
-    def schedulable_values(self) -> dict[str, torch.Tensor]:
-        return self.encoding.schedulable_values()
-
-    def embed(self, token_embeddings: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        return self.encoding.embed(token_embeddings, positions)
-
-    def rotate(self, query, key, query_positions, key_positions):
-        return self.encoding.rotate(query, key, query_positions, key_positions)
-
-    def score_bias(self, head, query_position, key_position) -> torch.Tensor:
-        return self.encoding.score_bias(head, query_position, key_position)
-
-    @property
-    def has_score_bias(self) -> bool:
-        return self.encoding.has_score_bias
-
-    def pairwise_scores(self, query, key, query_positions, key_positions) -> torch.Tensor:
-        return self.encoding.pairwise_scores(query, key, query_positions, key_positions)
-
-    @property
-    def has_pairwise_scores(self) -> bool:
-        return self.encoding.has_pairwise_scores
+from lengen.positional import PositionalEncoding
+from lengen_plugins.positional_encodings.wrapper import EncodingWrapper
 
 
 class PairwiseWrapper(EncodingWrapper):
@@ -94,7 +18,18 @@ class PairwiseWrapper(EncodingWrapper):
 
     The wrapped encoding's score bias is part of each view (`view`), so the decoder must not add
     it at the natural positions: `has_score_bias` is False and `has_pairwise_scores` True.
+    Encodings with a contextual bias (CoPE) are refused: their bias is computed from q and k
+    after `rotate` and cannot be re-derived per view or per pair.
     """
+
+    def __init__(self, encoding: PositionalEncoding | None = None) -> None:
+        super().__init__(encoding)
+        if self.encoding.has_contextual_bias:
+            raise ValueError(
+                f"{type(self).__name__}: cannot wrap {type(self.encoding).__name__} (a contextual "
+                "bias computed from q and k); accepted: encodings with rotate, score_bias or "
+                "pairwise_scores hooks"
+            )
 
     @property
     def has_score_bias(self) -> bool:

@@ -4,34 +4,20 @@ from __future__ import annotations
 
 import torch
 
-from lengen.positional import ModelDims, PositionalEncoding, PositionOutOfRange
+from lengen.positional import PositionalEncoding, PositionOutOfRange
 from lengen_plugins.positional_encodings.rope import RoPE
+from lengen_plugins.positional_encodings.wrapper import EncodingWrapper
 from lengen_plugins.positional_encodings.xpos import XPos
 
 
-class _PositionWrapper(PositionalEncoding):
-    """Forwards every hook and every class-level property to `encoding`; changes the positions.
+class _PositionWrapper(EncodingWrapper):
+    """A wrapper that changes the positions (`_random_positions`); every hook is forwarded.
 
     The decoder calls `transform_positions` once per forward, so every hook of the wrapped
     encoding (embed, rotate, score_bias) and every layer sees the same positions. Randomness comes
     from torch's global RNG (seeded by Lightning's `seed_everything`). Positions are random in
     training; in evaluation they pass through unchanged unless `_random_in_eval` says otherwise.
-
-    The class-level properties of `PositionalEncoding` (`is_relative`, `supports_kv_cache`,
-    `checked_dtypes`) are read from the wrapped instance, so a wrapper around an encoding that
-    cannot cache (e.g. `XPos(centre=True)`) cannot cache either.
     """
-
-    def __init__(self, encoding: PositionalEncoding | None = None) -> None:
-        super().__init__()
-        if encoding is None:
-            encoding = RoPE()
-        if not isinstance(encoding, PositionalEncoding):
-            raise ValueError(
-                f"{type(self).__name__}: encoding must be a PositionalEncoding, "
-                f"not {type(encoding).__name__}"
-            )
-        self.encoding = encoding
 
     @classmethod
     def examples(cls) -> tuple[PositionalEncoding, ...]:
@@ -44,74 +30,17 @@ class _PositionWrapper(PositionalEncoding):
         return False
 
     @property
-    def is_relative(self) -> bool:
-        return self.encoding.is_relative
-
-    @property
     def supports_kv_cache(self) -> bool:
         return self.encoding.supports_kv_cache and not self._random_in_eval
 
-    @property
-    def checked_dtypes(self) -> tuple[torch.dtype, ...]:
-        return self.encoding.checked_dtypes
-
     def _random_positions(self, positions: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
-
-    @property
-    def has_token_positions(self) -> bool:
-        """True when a subclass computes token positions, or the wrapped encoding does."""
-        overridden = type(self).token_positions is not _PositionWrapper.token_positions
-        return overridden or self.encoding.has_token_positions
-
-    def token_positions(self, input_ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """The wrapped encoding's positions from the tokens (e.g. Abacus); then transformed."""
-        return self.encoding.token_positions(input_ids, mask)
 
     def transform_positions(self, positions: torch.Tensor) -> torch.Tensor:
         positions = self.encoding.transform_positions(positions)
         if self.training or self._random_in_eval:
             return self._random_positions(positions)
         return positions
-
-    def bind(self, dims: ModelDims) -> None:
-        super().bind(dims)
-        self.encoding.bind(dims)
-
-    def check_positions(self, max_position: int) -> None:
-        self.encoding.check_positions(max_position)
-
-    def schedulable_values(self) -> dict[str, torch.Tensor]:
-        return self.encoding.schedulable_values()
-
-    def embed(self, token_embeddings: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        return self.encoding.embed(token_embeddings, positions)
-
-    def rotate(self, query, key, query_positions, key_positions):
-        return self.encoding.rotate(query, key, query_positions, key_positions)
-
-    def score_bias(self, head, query_position, key_position) -> torch.Tensor:
-        return self.encoding.score_bias(head, query_position, key_position)
-
-    @property
-    def has_score_bias(self) -> bool:
-        return self.encoding.has_score_bias
-
-    def contextual_bias(
-        self, query: torch.Tensor, key: torch.Tensor, key_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        return self.encoding.contextual_bias(query, key, key_mask=key_mask)
-
-    @property
-    def has_contextual_bias(self) -> bool:
-        return self.encoding.has_contextual_bias
-
-    def pairwise_scores(self, query, key, query_positions, key_positions) -> torch.Tensor:
-        return self.encoding.pairwise_scores(query, key, query_positions, key_positions)
-
-    @property
-    def has_pairwise_scores(self) -> bool:
-        return self.encoding.has_pairwise_scores
 
 
 EVAL_POSITIONS = ("random", "ordered")

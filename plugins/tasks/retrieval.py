@@ -68,17 +68,9 @@ class ByteTask(Task):
         return [offset + ord(symbol) for symbol in symbols]
 
     def to_text(self, symbols: list[str]) -> str:
-        """The bytes as UTF-8 text (an invalid sequence becomes U+FFFD); a special token
-        (`<eos>`) keeps its name."""
-        special = set(SPECIAL_TOKENS)
-        pieces, run = [], []
-        for symbol in symbols:
-            if symbol in special:
-                pieces += [to_bytes(run).decode("utf-8", errors="replace"), symbol]
-                run = []
-            else:
-                run.append(symbol)
-        return "".join([*pieces, to_bytes(run).decode("utf-8", errors="replace")])
+        """The bytes as UTF-8 text (an invalid sequence becomes U+FFFD); a special token's name
+        (`<eos>`) is ASCII, so it passes through as written."""
+        return to_bytes(symbols).decode("utf-8", errors="replace")
 
     def from_text(self, text: str) -> list[str]:
         """A string -> its UTF-8 bytes as symbols."""

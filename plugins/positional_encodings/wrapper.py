@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from lengen.positional import ModelDims, PositionalEncoding
+from lengen_plugins.positional_encodings.rope import RoPE
 
 
 class EncodingWrapper(PositionalEncoding):
@@ -23,8 +24,6 @@ class EncodingWrapper(PositionalEncoding):
     def __init__(self, encoding: PositionalEncoding | None = None) -> None:
         super().__init__()
         if encoding is None:
-            from lengen_plugins.positional_encodings.rope import RoPE
-
             encoding = RoPE()
         if not isinstance(encoding, PositionalEncoding):
             raise ValueError(

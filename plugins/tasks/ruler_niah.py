@@ -28,8 +28,13 @@ class RulerNIAH(ByteTask):
     the input (exactly `length` bytes) ends with the question
     `What are all the special magic {value_type} for {query}? Answer: `, where query is the
     asked key, or several keys written `k1, k2, and k3` (RULER's wording). Target: all values of
-    the asked keys, in needle-creation order, joined by `,`; score with StringMatchAll (RULER's
-    metric for NIAH) or StringMatchPart.
+    the asked keys (in the question's order), each key's values in the order they appear in the
+    context, joined by `,`; score with StringMatchAll (RULER's metric for NIAH) or
+    StringMatchPart. RULER lists a key's values in creation order, and its needle shuffle is
+    the same permutation in every example (a fixed seed), so that order is a fixed function of
+    the context order. Here needles sit at independent random offsets, where creation order
+    could not be read from the input: context order keeps a trained model's target a function of
+    its input. Scoring is order-free either way.
 
     RULER's variants are argument settings (configs/tasks/ruler_niah_*.yaml): single
     (num_keys=1), multi-key (num_keys=4: three distractor keys), multi-value (num_values=4),
@@ -107,7 +112,6 @@ class RulerNIAH(ByteTask):
         ]
         asked = sorted(rng.sample(range(self.num_keys), self.num_queries))
         question = self._question([keys[k] for k in asked])
-        answers = [values[k * self.num_values + v] for k in asked for v in range(self.num_values)]
         needle_bytes = b"".join(self._needle(key, value) for key, value in needles)
         room = length - len(needle_bytes) - len(question)
         if self.haystack == "needle":
@@ -121,6 +125,9 @@ class RulerNIAH(ByteTask):
             offsets = [at if at <= pad else pad + (at - pad) // size * size for at in offsets]
         pieces = [(at, self._needle(key, value)) for at, (key, value) in zip(offsets, needles)]
         context = insert_all(text, pieces) + question
+        # Each asked key's values in context order (equal offsets keep the needles' order).
+        in_context_order = sorted(range(len(needles)), key=lambda i: (offsets[i], i))
+        answers = [values[i] for k in asked for i in in_context_order if i // self.num_values == k]
         return to_symbols(context), list(ANSWER_SEPARATOR.join(answers))
 
     def _needle_haystack(

@@ -68,6 +68,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS_DIR = ROOT / "configs" / "experiments"
 LADDER = EXPERIMENTS_DIR / "ladder"
+PANELS_PER_ROW = 4  # figure panels per row: a 12-rung ladder reads as four rows, not one strip
 ENCODINGS = ["nope", "sinusoidal", "t5_bias", "alibi", "rope"]
 LABELS = {"nope": "NoPE", "sinusoidal": "APE (sin)", "t5_bias": "T5 bias", "alibi": "ALiBi",
           "rope": "RoPE", "fire": "FIRE", "abacus": "Abacus",
@@ -391,8 +392,15 @@ def summarise(args: argparse.Namespace) -> None:
         steps = sorted({int(step) for row in task_rows for step in row["rungs"]})
         lines.append(f"## {task}: {first['n_layer']} layers, d_model {first['d_model']}, "
                      f"batch {first['batch_size']}\n")  # fmt: skip
-        figure, axes = plt.subplots(1, len(steps) + 1, figsize=(3.6 * (len(steps) + 1), 3.3),
+        panels = len(steps) + 1  # one per rung, then the unseen metric against steps
+        columns = min(panels, PANELS_PER_ROW)
+        rows_of_panels = math.ceil(panels / columns)
+        figure, grid = plt.subplots(rows_of_panels, columns,
+                                    figsize=(3.6 * columns, 3.3 * rows_of_panels),
                                     squeeze=False)  # fmt: skip
+        axes = grid.ravel()  # (rows_of_panels * columns,) in reading order
+        for unused in axes[panels:]:
+            unused.set_visible(False)
         previous, by_step = None, {}
         for column, step in enumerate(steps):
             cell = [row for row in task_rows if str(step) in row["rungs"]]
@@ -415,7 +423,7 @@ def summarise(args: argparse.Namespace) -> None:
                 curves[encoding] = {
                     n: mean_std([rung["metrics"][main][str(n)] for rung in rungs]) for n in lengths
                 }
-                axes[0][column].errorbar(
+                axes[column].errorbar(
                     lengths, [curves[encoding][n][0] for n in lengths],
                     yerr=[0 if math.isnan(curves[encoding][n][1]) else curves[encoding][n][1]
                           for n in lengths],
@@ -440,7 +448,7 @@ def summarise(args: argparse.Namespace) -> None:
             lines.append(f"\nOrder by unseen {long(main)} (ties broken by {long(second)}): "
                          f"{em_order}. By unseen {long(second)}: {order}{changed}.\n")  # fmt: skip
             previous = order
-            ax = axes[0][column]
+            ax = axes[column]
             ax.axvspan(min(lengths) - 0.5, train_max + 0.5, color="0.9")
             ax.set_title(f"{task}, {step} steps", fontsize=9)
             ax.set_xlabel("length")
@@ -467,9 +475,10 @@ def summarise(args: argparse.Namespace) -> None:
         lines.append("")
         if any("depth" in row for row in task_rows):
             lines.extend(depth_table(task, Path(args.runs), out, main))
-        axes[0][0].set_ylabel(f"{long(main)} (mean ± std over seeds)")
-        axes[0][0].legend(fontsize=7)
-        ax = axes[0][-1]
+        for first_in_row in axes[: panels - 1 : columns]:
+            first_in_row.set_ylabel(f"{long(main)} (mean ± std over seeds)")
+        axes[0].legend(fontsize=7)
+        ax = axes[panels - 1]
         for encoding in args.encodings:
             points = [(step, by_step[step][1][encoding]) for step in steps
                       if encoding in by_step[step][1]]  # fmt: skip

@@ -27,11 +27,14 @@ import torch.nn.functional as F
 BACKENDS = ("auto", "sdpa", "flex", "reference")
 
 
-def select_backend(requested: str, has_score_bias: bool, device: torch.device) -> str:
-    """Resolve "auto": FlexAttention on CUDA for an encoding with a score bias, else SDPA."""
-    if requested != "auto":
-        return requested
-    return "flex" if has_score_bias and device.type == "cuda" else "sdpa"
+def select_backend(requested: str) -> str:
+    """Resolve "auto" to "sdpa", on every device.
+
+    Measured on an H200 (benchmarks/RESULTS_GPU.md: bf16 training step, T = 1024), compiled
+    FlexAttention took 1.3x SDPA's time with ALiBi and 30x with T5's learned bias, so "flex" is
+    opt-in: it never materialises the (B, nh, Tq, Tk) bias, which may pay at long context.
+    """
+    return "sdpa" if requested == "auto" else requested
 
 
 def sdpa_attention(
@@ -437,11 +440,20 @@ def flex_score(
     return FlexScore(score_mod, block_mask, dense)
 
 
-@functools.cache
-def _compiled_flex_attention():
+def compile_flex_attention(backend: str = "inductor") -> Callable:
+    """FlexAttention under `torch.compile`, with dynamo's automatic dynamic shapes.
+
+    The first sequence length compiles static kernels; a second one recompiles once with the
+    lengths symbolic, and later lengths reuse that. With `dynamic=False` every new length
+    compiled anew, and past dynamo's recompile limit (8) the rest of the run fell back to the
+    unfused path, which materialises every (B, nh, Tq, Tk) score.
+    """
     from torch.nn.attention.flex_attention import flex_attention
 
-    return torch.compile(flex_attention, dynamic=False)
+    return torch.compile(flex_attention, backend=backend)
+
+
+_compiled_flex_attention = functools.cache(compile_flex_attention)
 
 
 def flex_attention_backend(

@@ -206,8 +206,7 @@ class Decoder(nn.Module):
     """Token ids (B, T) and int positions (B, T) -> next-token logits (B, T, vocab_size).
 
     `attention` picks the kernel once per model (see lengen/attention.py):
-    - "auto" (default): "flex" on CUDA when the encoding has a score bias (and dropout is 0),
-      else "sdpa"; resolved at the first forward, when the device is known;
+    - "auto" (default): "sdpa", on every device (measured faster than "flex"; `select_backend`);
     - "sdpa": fused kernels; the fused causal kernel when the encoding has no bias and there is no
       padding, else a bias materialised once per forward and shared by every layer;
     - "flex": FlexAttention with the encoding's `score_bias` as `score_mod` and a causal block
@@ -278,10 +277,14 @@ class Decoder(nn.Module):
                 f"attention='flex' cannot add {type(pos_encoding).__name__}'s contextual bias "
                 "(computed from q and k); use 'sdpa' or 'reference'"
             )
+        if attention == "flex" and not pos_encoding.flex_score_mod:
+            raise ValueError(
+                f"attention='flex' cannot compile {type(pos_encoding).__name__}'s score_bias "
+                "into a FlexAttention score_mod; use 'sdpa' or 'reference'"
+            )
         self.n_head = n_head
         self.dropout = dropout
-        self.backend = "sdpa" if attention == "auto" else attention
-        self._resolve_backend = attention == "auto" and not dropout  # at the first forward
+        self.backend = select_backend(attention)
         self.attention = KERNELS[self.backend]
         self.token_embedding = nn.Embedding(vocab_size, d_model)
         self.pos_encoding = pos_encoding
@@ -331,14 +334,6 @@ class Decoder(nn.Module):
         """
         batch, length = input_ids.shape
         device = input_ids.device
-        if self._resolve_backend:
-            self._resolve_backend = False
-            flex_ready = (
-                self.pos_encoding.has_score_bias and not self.pos_encoding.has_contextual_bias
-            )
-            self.backend = select_backend("auto", flex_ready, device)
-            if self.attention is KERNELS["sdpa"]:  # not swapped by the user in the meantime
-                self.attention = KERNELS[self.backend]
         start = torch.zeros(batch, dtype=torch.long, device=device)
         if cache is not None and cache.next_positions is not None:
             start = cache.next_positions

@@ -62,6 +62,10 @@ class PositionalEncoding(nn.Module):
     # scale from the current length, or positions counted from the content): cached keys would go
     # stale, so generation falls back to recomputing the whole sequence at every step.
     supports_kv_cache: bool = True
+    # False for an encoding whose `score_bias` cannot run inside FlexAttention's fused kernel,
+    # where a score_mod is lowered elementwise (no matrix products, no new tensors): the decoder
+    # then refuses attention="flex" (the default, "sdpa", materialises the bias).
+    flex_score_mod: bool = True
     # Dtypes in which the contract suite checks outputs stay finite at 8x the training length.
     checked_dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
 

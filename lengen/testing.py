@@ -295,6 +295,12 @@ def _compare_backend(
 ):
     if backend == "flex" and build_encoding(name).has_contextual_bias:
         pytest.skip(f"{name}: a contextual bias (from q and k) is no FlexAttention score_mod")
+    if backend == "flex" and not build_encoding(name).flex_score_mod:
+        pytest.skip(
+            f"{name}: flex_score_mod is False (its score_bias is no FlexAttention score_mod)"
+        )
+    if device == "cuda":  # each model recompiles FlexAttention: keep clear of the limit (8)
+        torch._dynamo.reset()
     reference = make_model(name, dtype, attention="reference", n_head=n_head).to(device)
     model = make_model(name, dtype, attention=backend, n_head=n_head).to(device)
     model.load_state_dict(reference.state_dict())
@@ -334,13 +340,39 @@ def test_backend_matches_the_reference_on_cpu(name, backend):
     _compare_backend(name, backend, "cpu", torch.float64, grads=backend != "flex")
 
 
+@pytest.mark.skipif("flex" not in available_backends(), reason="no FlexAttention")
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")  # inside inductor
+@parametrize_names
+def test_score_bias_compiles_into_a_flex_score_mod(name, monkeypatch):
+    """The score bias as attention="flex" uses it on CUDA (compiled FlexAttention): lowered by
+    inductor into a score_mod, here on CPU (forward; the same lowering as on CUDA), equal to the
+    reference. An encoding that cannot be lowered sets `flex_score_mod = False`."""
+    encoding = build_encoding(name)
+    if not encoding.has_score_bias or encoding.has_contextual_bias:
+        pytest.skip(f"{name}: no score bias for FlexAttention")
+    if not encoding.flex_score_mod:
+        pytest.skip(f"{name}: flex_score_mod is False")
+    import torch.nn.attention.flex_attention as flex
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(flex, "flex_attention", torch.compile(flex.flex_attention))
+    _compare_backend(name, "flex", "cpu", torch.float32, grads=False, n_head=2)
+    torch._dynamo.reset()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("backend", available_backends())
 @parametrize_names
 def test_backend_matches_the_reference_on_cuda(name, backend):
     """Outputs and gradients in float32, flex compiled (learned bias parameters included)."""
-    # Two heads of 16 dims: the compiled FlexAttention kernels need head_dim >= 16.
-    _compare_backend(name, backend, "cuda", torch.float32, grads=True, n_head=2)
+    n_head = N_HEAD
+    if backend == "flex":  # two heads of 16 dims: the compiled kernels need head_dim >= 16
+        n_head = 2
+        try:
+            make_model(name, torch.float32, attention="reference", n_head=n_head)
+        except ValueError as error:  # e.g. LongRoPE's example: factors for head_dim 8
+            pytest.skip(f"{name}: its example does not fit head_dim 16: {error}")
+    _compare_backend(name, backend, "cuda", torch.float32, grads=True, n_head=n_head)
 
 
 def _eval_batch(prompt_lengths: list[int], target_lengths: list[int], seed: int) -> EvalBatch:

@@ -15,6 +15,7 @@ from lengen.testing import (  # noqa: F401
     test_outputs_finite_at_8x_the_training_length,
     test_padding_left_or_right_gives_the_unpadded_logits,
     test_relative_encoding_ignores_a_shift_of_all_positions,
+    test_score_bias_compiles_into_a_flex_score_mod,
 )
 
 

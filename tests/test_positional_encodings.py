@@ -11,7 +11,7 @@ import torch
 from lengen.model import Decoder
 from lengen.plugins import discover
 from lengen.positional import ModelDims, PositionOutOfRange, build_bias
-from lengen_plugins.positional_encodings.alibi import ALiBi, alibi_slopes
+from lengen_plugins.positional_encodings.alibi import ALiBi, alibi_slope, alibi_slopes
 from lengen_plugins.positional_encodings.learned import Learned
 from lengen_plugins.positional_encodings.rope import RoPE
 from lengen_plugins.positional_encodings.sinusoidal import Sinusoidal
@@ -139,6 +139,15 @@ def test_alibi_slopes_are_the_papers():
          2**-0.5, 2**-1.5, 2**-2.5, 2**-3.5],
         rel=1e-12,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("n_head", range(1, 65))
+def test_alibi_slope_from_the_head_index_is_the_papers_slope(n_head):
+    """The elementwise slope (what ALiBi.score_bias uses) against the list, in float32 bits."""
+    computed = alibi_slope(torch.arange(n_head), n_head)
+    listed = torch.tensor(alibi_slopes(n_head), dtype=torch.float32)
+    ulps = (computed.view(torch.int32) - listed.view(torch.int32)).abs()
+    assert computed.dtype == torch.float32 and int(ulps.max()) <= 1, ulps
 
 
 def test_alibi_bias_is_minus_slope_times_distance():

@@ -30,6 +30,10 @@ class FIRE(PositionalEncoding):
         eps: added to the normaliser (1e-6).
     """
 
+    # Its MLP is a matrix product per pair, which a FlexAttention score_mod cannot lower (torch
+    # 2.11 on an H200: "Buffers cannot be created while lowering a pointwise subgraph").
+    flex_score_mod = False
+
     def __init__(
         self,
         mlp_width: int = 32,

@@ -87,6 +87,10 @@ class EncodingWrapper(PositionalEncoding):
     def has_contextual_bias(self) -> bool:
         return self.encoding.has_contextual_bias
 
+    @property
+    def flex_score_mod(self) -> bool:
+        return self.encoding.flex_score_mod
+
     def pairwise_scores(self, query, key, query_positions, key_positions) -> torch.Tensor:
         return self.encoding.pairwise_scores(query, key, query_positions, key_positions)
 

@@ -71,14 +71,14 @@ def lengen_encoding(name: str, dims: Dims):
     return builders[name]()
 
 
-def lengen_model(encoding: str, dims: Dims) -> nn.Module:
+def lengen_model(encoding: str, dims: Dims, attention: str = "sdpa") -> nn.Module:
     return Decoder(
         dims.vocab,
         lengen_encoding(encoding, dims),
         n_layer=dims.n_layer,
         n_head=dims.n_head,
         d_model=dims.d_model,
-        attention="sdpa",
+        attention=attention,
     )
 
 

@@ -37,7 +37,6 @@ import measure  # noqa: E402
 from run import Report, ratio_text  # noqa: E402
 
 import lengen.attention  # noqa: E402
-from lengen.model import Decoder  # noqa: E402
 
 BIAS_ENCODINGS = ("ALiBi", "T5Bias", "FIRE", "KerpleLog")
 
@@ -51,17 +50,6 @@ def synchronised(step):
             torch.cuda.synchronize()
 
     return timed
-
-
-def lengen_model(encoding: str, backend: str, dims: contenders.Dims) -> torch.nn.Module:
-    return Decoder(
-        dims.vocab,
-        contenders.lengen_encoding(encoding, dims),
-        n_layer=dims.n_layer,
-        n_head=dims.n_head,
-        d_model=dims.d_model,
-        attention=backend,
-    )
 
 
 def peak_mib(step) -> float:
@@ -102,7 +90,7 @@ def backends_section(args, report: Report) -> None:
             steps = {}
             for backend in backends:
                 torch.manual_seed(0)
-                model = lengen_model(encoding, backend, dims).to(args.device)
+                model = contenders.lengen_model(encoding, dims, backend).to(args.device)
                 steps[f"lengen {backend}"] = synchronised(
                     measure.training_step(model, ids, autocast=torch.bfloat16)
                 )
@@ -177,7 +165,7 @@ def lengths_section(args, report: Report) -> None:
         print(label, flush=True)
         torch._dynamo.reset()
         torch.manual_seed(0)
-        model = lengen_model("ALiBi", backend, dims).to(args.device)
+        model = contenders.lengen_model("ALiBi", dims, backend).to(args.device)
         seconds = run_lengths(kernel, model, lengths, args)
         rows.append([label, f"{sum(seconds):.1f}", f"{1e3 * statistics.mean(seconds[-2:]):.1f}"])
         report(f"- {label}: " + ", ".join(f"{s:.2f}" for s in seconds) + " s")
